@@ -1,0 +1,156 @@
+"""The `nightshift` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from nightshift import __version__
+from nightshift.config import CONFIG_FILE_NAME, Settings, load_settings
+from nightshift.errors import NightshiftError
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _progress_printer(label: str) -> Callable[[int, int, str], None]:
+    """Progress on stderr: a live bar on a terminal, a line every tenth otherwise."""
+    if sys.stderr.isatty():
+        from rich.progress import Progress
+
+        progress = Progress(transient=True)
+        task = progress.add_task(label, total=None)
+        progress.start()
+
+        def update(done: int, total: int, what: str) -> None:
+            progress.update(task, total=total, completed=done, description=f"{label}: {what[:40]}")
+            if done >= total:
+                progress.stop()
+
+        return update
+
+    step = [0]
+
+    def report(done: int, total: int, what: str) -> None:
+        if total >= 20 and (done * 10 // total > step[0] or done == total):
+            step[0] = done * 10 // total
+            _say(f"{label}: {done}/{total} scenes")
+
+    return report
+
+
+# ---------------------------------------------------------------------- init
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from nightshift.project import init_project
+
+    created = init_project(Path(args.dir))
+    for path in created:
+        _say(f"created {path}")
+    if not created:
+        _say(f"{Path(args.dir).resolve()} is already a Nightshift project; nothing changed")
+    return 0
+
+
+# ---------------------------------------------------------------------- plan
+
+
+def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
+    from nightshift.planning_job import plan_from_shotlist, plan_script_file
+
+    if args.from_shotlist:
+        result = plan_from_shotlist(Path(args.from_shotlist), settings, out_dir=Path(args.out) if args.out else None)
+    else:
+        if not args.script:
+            raise NightshiftError("plan needs a SCRIPT, or --from-shotlist shotlist.json")
+        result = plan_script_file(
+            Path(args.script),
+            settings,
+            planner=args.planner,
+            out_dir=Path(args.out) if args.out else None,
+            progress=_progress_printer("planning"),
+        )
+    for note in result.shotlist.planner.notes:
+        _say(f"planner: {note}")
+    for warning in result.shotlist.warnings:
+        _say(f"warning: {warning}")
+    _say(
+        f"{len(result.shotlist.shots)} shots, {result.shotlist.total_seconds:.1f} s, "
+        f"{result.plan.family} specs -> {result.folder}"
+    )
+    print(result.folder)
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from nightshift.plan_files import write_schemas
+
+    for path in write_schemas(Path(args.out)):
+        print(path)
+    return 0
+
+
+# ---------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nightshift", description="Script in the evening, dailies in the morning, on your own GPU."
+    )
+    parser.add_argument("--version", action="version", version=f"nightshift {__version__}")
+    parser.add_argument("--config", help=f"a {CONFIG_FILE_NAME} (default: ./{CONFIG_FILE_NAME} if present)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    init = commands.add_parser("init", help="create inbox/, output/ and a commented nightshift.toml")
+    init.add_argument("dir", nargs="?", default=".")
+
+    plan = commands.add_parser("plan", help="script -> shotlist.json, shotlist.md, renderplan.json")
+    plan.add_argument("script", nargs="?", help="a .fountain, .md or .txt script")
+    plan.add_argument("--planner", choices=("auto", "ollama", "rules"), help="default: planner.kind (auto)")
+    plan.add_argument("--out", help="output folder (default: <output>/plans/<script-slug>)")
+    plan.add_argument("--family", choices=("ltx", "ltx2", "wan", "hunyuan"), help="target video model family")
+    plan.add_argument("--model", help="Ollama model for planning (default: planner.model)")
+    plan.add_argument("--from-shotlist", metavar="SHOTLIST", help="rebuild the render plan from an edited shotlist.json")
+
+    schema = commands.add_parser("schema", help="write the JSON Schemas for shotlist.json and renderplan.json")
+    schema.add_argument("--out", default=".", help="folder to write them into")
+    return parser
+
+
+def _settings_for(args: argparse.Namespace) -> Settings:
+    settings = load_settings(Path(args.config) if args.config else None)
+    if getattr(args, "family", None):
+        settings.render.family = args.family
+    if getattr(args, "model", None):
+        settings.planner.model = args.model
+    return settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "init":
+            return cmd_init(args)
+        if args.command == "schema":
+            return cmd_schema(args)
+        settings = _settings_for(args)
+        if args.command == "plan":
+            return cmd_plan(args, settings)
+    except NightshiftError as error:
+        _say(f"error: {error.report()}")
+        return 1
+    except (ValueError, FileNotFoundError) as error:
+        _say(f"error: {error}")
+        return 1
+    except KeyboardInterrupt:
+        _say("interrupted")
+        return 130
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""Settings from nightshift.toml and NIGHTSHIFT_* environment variables.
+
+Precedence, highest first: arguments passed in code, NIGHTSHIFT_* variables
+(nested with a double underscore, e.g. NIGHTSHIFT_PLANNER__MODEL), nightshift.toml,
+the defaults below. OLLAMA_HOST is honoured as Ollama's own clients do.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+CONFIG_FILE_NAME = "nightshift.toml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _default_ollama_host() -> str:
+    return os.environ.get("OLLAMA_HOST", "http://127.0.0.1:11434")
+
+
+class PlannerSettings(_Section):
+    kind: Literal["auto", "ollama", "rules"] = "auto"
+    model: str = "qwen3:4b"
+    ollama_host: str = Field(default_factory=_default_ollama_host)
+    timeout_s: float = Field(120.0, gt=0, description="Per request; a scene that takes longer fails.")
+    max_repairs: int = Field(2, ge=0, le=10, description="Times a malformed answer is sent back with its error.")
+    seed: int = 42
+    temperature: float = 0.0
+    num_ctx: int = 8192
+    max_shots_per_scene: int = Field(24, ge=1)
+    on_failure: Literal["fallback", "fail"] = Field(
+        "fallback", description="After repairs run out for a scene: plan it with the rules planner (noted), or stop."
+    )
+    cache_dir: Path | None = Field(None, description="Default: <project>/.nightshift/cache/planner")
+
+
+class PacingSettings(_Section):
+    dialogue_words_per_minute: float = Field(150.0, gt=0)
+    action_words_per_minute: float = Field(110.0, gt=0)
+    establishing_s: float = Field(4.0, gt=0)
+    min_shot_s: float = Field(2.0, gt=0)
+    max_shot_s: float = Field(8.0, gt=0)
+
+
+class RenderDefaults(_Section):
+    family: Literal["ltx", "ltx2", "wan", "hunyuan"] = "ltx"
+    model_id: str | None = Field(None, description="Default: the family's registry default.")
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    quantization: Literal["none", "fp8", "int8", "nf4", "gguf", "auto"] = "auto"
+    seed: int = 1234
+    style: str = Field(
+        "cinematic, natural film grain, motivated lighting, shallow depth of field",
+        description="The style bible: appended to every shot prompt.",
+    )
+
+
+class PathSettings(_Section):
+    inbox: Path = Path("inbox")
+    output: Path = Path("output")
+    templates: Path | None = Field(None, description="A folder of templates that override the built-in ones.")
+
+
+class IntakeSettings(_Section):
+    max_script_mb: float = Field(10.0, gt=0, description="Larger files are refused: feature scripts are ~0.3 MB.")
+    max_scenes: int = Field(2000, ge=1)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="NIGHTSHIFT_", env_nested_delimiter="__", extra="forbid", toml_file=None
+    )
+
+    project_dir: Path = Path(".")
+    planner: PlannerSettings = Field(default_factory=PlannerSettings)
+    pacing: PacingSettings = Field(default_factory=PacingSettings)
+    render: RenderDefaults = Field(default_factory=RenderDefaults)
+    paths: PathSettings = Field(default_factory=PathSettings)
+    intake: IntakeSettings = Field(default_factory=IntakeSettings)
+
+    @field_validator("project_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # toml_file in model_config is set per load by load_settings (a subclass), never globally.
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    def resolve(self, path: Path) -> Path:
+        """A configured path, relative to the project folder unless absolute."""
+        path = path.expanduser()
+        return path if path.is_absolute() else self.project_dir / path
+
+    @property
+    def planner_cache_dir(self) -> Path:
+        return self.resolve(self.planner.cache_dir or Path(".nightshift/cache/planner"))
+
+    @property
+    def templates_override_dir(self) -> Path | None:
+        return self.resolve(self.paths.templates) if self.paths.templates else None
+
+
+def find_config_file() -> Path | None:
+    """NIGHTSHIFT_CONFIG, else ./nightshift.toml when present."""
+    env = os.environ.get("NIGHTSHIFT_CONFIG")
+    if env:
+        return Path(env)
+    candidate = Path.cwd() / CONFIG_FILE_NAME
+    return candidate if candidate.is_file() else None
+
+
+def load_settings(config_path: Path | None = None, **overrides: object) -> Settings:
+    """Load settings; `config_path` names a nightshift.toml (its folder becomes the project folder)."""
+    toml = config_path or find_config_file()
+    if toml is None:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    if not toml.is_file():
+        raise FileNotFoundError(f"{toml}: no such config file (create one with `nightshift init`)")
+    overrides.setdefault("project_dir", toml.resolve().parent)
+
+    class _SettingsFromFile(Settings):
+        model_config = SettingsConfigDict(**{**Settings.model_config, "toml_file": toml})
+
+    try:
+        return _SettingsFromFile(**overrides)  # type: ignore[arg-type]
+    except ValueError as error:
+        raise ValueError(f"{toml}: invalid configuration:\n{error}") from None

@@ -1,0 +1,54 @@
+"""Errors a user sees. Each says what went wrong, where, and what to do next."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class NightshiftError(Exception):
+    """Base for errors the CLI reports without a traceback."""
+
+    hint: str = ""
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.hint = hint or self.hint
+
+    def report(self) -> str:
+        text = str(self)
+        return f"{text}\n  -> {self.hint}" if self.hint else text
+
+
+class ScriptError(NightshiftError):
+    """A script file that cannot be read or understood."""
+
+    def __init__(self, path: Path | str, problem: str, hint: str = "") -> None:
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{self.path.name}: {problem}", hint)
+
+
+class ShotListError(NightshiftError):
+    """A shotlist.json (often hand-edited) that does not validate."""
+
+    def __init__(self, path: Path | str, problem: str) -> None:
+        self.path = Path(path)
+        super().__init__(f"{self.path}: {problem}", "fix the file (your editor can check it against shotlist.schema.json)")
+
+
+class PlannerError(NightshiftError):
+    """Shot planning failed."""
+
+
+class OllamaUnavailable(PlannerError):
+    hint = "start Ollama (`ollama serve`) or use --planner rules"
+
+
+class OllamaModelMissing(PlannerError):
+    def __init__(self, model: str, host: str) -> None:
+        super().__init__(f"Ollama at {host} does not have the model {model!r}", f"run: ollama pull {model}")
+        self.model = model
+
+
+class PlannerOutputError(PlannerError):
+    """The model's answers stayed invalid after every repair attempt."""

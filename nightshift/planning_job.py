@@ -1,0 +1,66 @@
+"""The planning job as plain functions: script file -> plan folder, edited shot list -> new render plan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from agents.intake import read_script
+from agents.planning import PlannerChoice, ProgressCallback, plan_script
+from agents.prompt_writer import write_render_plan
+from nightshift.config import Settings
+from nightshift.plan_files import (
+    load_shotlist,
+    write_renderplan,
+    write_schemas,
+    write_shotlist,
+    write_shotlist_md,
+)
+from nightshift.schemas import RenderPlan, ShotList, slugify
+from nightshift.templating import TemplateSet
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    folder: Path
+    shotlist: ShotList
+    plan: RenderPlan
+    shotlist_path: Path
+    renderplan_path: Path
+
+
+def default_plan_folder(settings: Settings, title: str) -> Path:
+    return settings.resolve(settings.paths.output) / "plans" / slugify(title)
+
+
+def plan_script_file(
+    script_path: Path,
+    settings: Settings,
+    planner: PlannerChoice | None = None,
+    out_dir: Path | None = None,
+    progress: ProgressCallback | None = None,
+) -> PlanResult:
+    """Read, parse and plan a script; write shotlist.json, shotlist.md, renderplan.json and their schemas."""
+    script, decoded = read_script(
+        script_path,
+        max_bytes=int(settings.intake.max_script_mb * 1_000_000),
+        max_scenes=settings.intake.max_scenes,
+    )
+    shotlist = plan_script(script, decoded.sha256, settings, choice=planner, progress=progress)
+    folder = out_dir or default_plan_folder(settings, script.title)
+    templates = TemplateSet(settings.templates_override_dir)
+    write_schemas(folder)
+    shotlist_path, shotlist_sha = write_shotlist(folder, shotlist, templates)
+    plan = write_render_plan(shotlist, shotlist_sha, settings.render, templates)
+    return PlanResult(folder, shotlist, plan, shotlist_path, write_renderplan(folder, plan))
+
+
+def plan_from_shotlist(shotlist_path: Path, settings: Settings, out_dir: Path | None = None) -> PlanResult:
+    """Rebuild renderplan.json (and shotlist.md) from a shotlist.json the user edited; the json is not rewritten."""
+    shotlist, shotlist_sha = load_shotlist(shotlist_path)
+    folder = out_dir or shotlist_path.parent
+    templates = TemplateSet(settings.templates_override_dir)
+    write_schemas(folder)
+    write_shotlist_md(folder, shotlist, templates)
+    plan = write_render_plan(shotlist, shotlist_sha, settings.render, templates)
+    return PlanResult(folder, shotlist, plan, shotlist_path, write_renderplan(folder, plan))

@@ -1,0 +1,293 @@
+"""The data that flows through Nightshift, as pydantic v2 models.
+
+script -> Script -> ShotList -> RenderPlan (RenderSpecs). Every stage is plain,
+JSON-serialisable data so a user can read it, edit it and re-run from it.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SCHEMA_VERSION = "1.0"
+SHOT_ID_PATTERN = r"^s\d{2,}-sh\d{2,}$"
+
+
+class _Model(BaseModel):
+    # Unknown keys in a hand-edited file are mistakes (a typo in a field name), not data.
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+# --------------------------------------------------------------------------- script
+
+
+class ElementKind(str, Enum):
+    action = "action"
+    dialogue = "dialogue"
+    transition = "transition"
+    centered = "centered"
+    page_break = "page_break"
+
+
+class SceneElement(_Model):
+    """One element of a scene, in script order."""
+
+    kind: ElementKind
+    text: str = ""
+    character: str | None = Field(None, description="Speaker, for dialogue (name without extension).")
+    extension: str | None = Field(None, description="V.O., O.S., CONT'D ... for dialogue.")
+    parenthetical: str | None = None
+    dual: bool = Field(False, description="True when this dialogue is spoken at the same time as the previous one.")
+
+
+class Scene(_Model):
+    number: int = Field(ge=1)
+    heading: str
+    interior: Literal["INT", "EXT", "INT/EXT", ""] = ""
+    location: str = ""
+    time_of_day: str = ""
+    forced: bool = Field(False, description="Heading forced with a leading '.' in Fountain.")
+    elements: list[SceneElement] = Field(default_factory=list)
+
+    @property
+    def characters(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for element in self.elements:
+            if element.character:
+                seen.setdefault(element.character, None)
+        return list(seen)
+
+    def text(self) -> str:
+        """The scene as plain text, the exact input a planner sees."""
+        lines = [self.heading]
+        for element in self.elements:
+            if element.kind is ElementKind.dialogue:
+                speaker = element.character or ""
+                if element.extension:
+                    speaker += f" ({element.extension})"
+                if element.parenthetical:
+                    speaker += f" {element.parenthetical}"
+                lines.append(f"{speaker}: {element.text}")
+            elif element.kind is not ElementKind.page_break:
+                lines.append(element.text)
+        return "\n".join(line for line in lines if line)
+
+
+class Character(_Model):
+    name: str
+    introduction: str = Field("", description="The words the script uses when the character first appears.")
+    dialogue_lines: int = 0
+
+
+class Script(_Model):
+    source_name: str = Field(description="File name the script came from.")
+    format: Literal["fountain", "markdown", "prose"]
+    title: str
+    title_page: dict[str, str] = Field(default_factory=dict)
+    scenes: list[Scene]
+    characters: list[Character] = Field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- shots
+
+
+class Framing(str, Enum):
+    extreme_wide = "extreme wide"
+    wide = "wide"
+    full = "full"
+    medium_wide = "medium wide"
+    medium = "medium"
+    medium_close = "medium close-up"
+    close = "close-up"
+    extreme_close = "extreme close-up"
+    two_shot = "two-shot"
+    over_the_shoulder = "over-the-shoulder"
+    pov = "point of view"
+    insert = "insert"
+    aerial = "aerial"
+
+
+class CameraMove(str, Enum):
+    static = "static"
+    pan_left = "pan left"
+    pan_right = "pan right"
+    tilt_up = "tilt up"
+    tilt_down = "tilt down"
+    push_in = "push in"
+    pull_out = "pull out"
+    dolly = "dolly"
+    tracking = "tracking"
+    crane_up = "crane up"
+    crane_down = "crane down"
+    handheld = "handheld"
+    orbit = "orbit"
+    drone = "drone"
+
+
+class Transition(str, Enum):
+    cut = "cut"
+    crossfade = "crossfade"
+    fade_out = "fade out"
+    fade_in = "fade in"
+
+
+ShotId = Annotated[str, Field(pattern=SHOT_ID_PATTERN, description="Like s03-sh02: scene 3, shot 2.")]
+
+
+class ShotDraft(_Model):
+    """The part of a shot a planner writes; ids and scene numbers are assigned by Nightshift."""
+
+    framing: Framing
+    camera_move: CameraMove = CameraMove.static
+    lens: str | None = Field(None, description="Lens or angle where the script gives one (e.g. '24mm', 'low angle').")
+    characters: list[str] = Field(default_factory=list, description="Characters in frame, by script name.")
+    action: str = Field(min_length=1, description="What happens in the shot.")
+    first_frame: str = Field(min_length=1, description="What the first frame shows.")
+    last_frame: str = Field(min_length=1, description="What the last frame shows.")
+    motion: str = Field("", description="How subjects and camera move between the two frames.")
+    dialogue: str = Field("", description="Spoken words heard in the shot, 'NAME: line'.")
+    sound: str = Field("", description="Ambient sound and effects.")
+    duration_s: float = Field(gt=0, le=60, description="Seconds on screen.")
+    transition: Transition = Field(Transition.cut, description="How this shot leaves for the next.")
+
+    @field_validator("action", "first_frame", "last_frame")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value.strip()
+
+
+class SceneShotPlan(_Model):
+    """What a language model returns for one scene (the `format=` schema sent to Ollama)."""
+
+    shots: list[ShotDraft] = Field(min_length=1)
+
+
+class Shot(ShotDraft):
+    id: ShotId
+    scene: int = Field(ge=1)
+    first_frame_image: str | None = Field(
+        None, description="A user-supplied first keyframe (path relative to the shot list), e.g. a Blender render."
+    )
+    last_frame_image: str | None = Field(None, description="A user-supplied last keyframe image.")
+    planned_by: str = Field("", description="Planner that wrote this shot (rules, ollama:<model>, or edited).")
+
+    @field_validator("first_frame_image", "last_frame_image")
+    @classmethod
+    def _relative_image(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        path = Path(value)
+        if path.is_absolute() or ".." in path.parts:
+            raise ValueError(f"keyframe image {value!r} must be a path inside the shot list's folder")
+        return value
+
+
+class SceneSummary(_Model):
+    """Where a scene happens, kept in the shot list so render plans can be rebuilt from it alone."""
+
+    number: int = Field(ge=1)
+    heading: str
+    setting: str = Field("", description="Place and time in words, used in every prompt of the scene.")
+
+
+class PlannerInfo(_Model):
+    kind: Literal["rules", "ollama"]
+    model: str | None = None
+    model_digest: str | None = None
+    templates: dict[str, str] = Field(default_factory=dict, description="Planner prompt template name -> sha256.")
+    options: dict[str, float | int | str] = Field(default_factory=dict)
+    exchanges: list[str] = Field(
+        default_factory=list, description="Cache keys of the stored model exchanges (exact prompts and answers)."
+    )
+    pace_words_per_minute: float | None = None
+    notes: list[str] = Field(default_factory=list, description="Why this planner ran, fallbacks, repairs.")
+
+
+class ShotList(_Model):
+    schema_version: str = SCHEMA_VERSION
+    title: str
+    source_name: str
+    source_sha256: str
+    planner: PlannerInfo
+    style_bible: str = Field("", description="Look of the whole film, added to every prompt.")
+    character_bible: dict[str, str] = Field(
+        default_factory=dict, description="Character name -> fixed visual description, used in every shot."
+    )
+    scenes: list[SceneSummary] = Field(default_factory=list)
+    shots: list[Shot]
+    warnings: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> ShotList:
+        seen: set[str] = set()
+        for shot in self.shots:
+            if shot.id in seen:
+                raise ValueError(f"shot id {shot.id} appears twice")
+            seen.add(shot.id)
+        return self
+
+    @property
+    def total_seconds(self) -> float:
+        return sum(shot.duration_s for shot in self.shots)
+
+
+# --------------------------------------------------------------------------- render specs
+
+Quantization = Literal["none", "fp8", "int8", "nf4", "gguf", "auto"]
+ModelFamily = Literal["ltx", "ltx2", "wan", "hunyuan"]
+
+
+class KeyframeSpec(_Model):
+    """A first or last frame: either a user's image or a prompt for a text-to-image model."""
+
+    frame_index: int = Field(ge=0)
+    prompt: str | None = None
+    image_path: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> KeyframeSpec:
+        if not self.prompt and not self.image_path:
+            raise ValueError("a keyframe needs a prompt or an image_path")
+        return self
+
+
+class RenderSpec(_Model):
+    shot_id: ShotId
+    family: ModelFamily
+    model_id: str
+    prompt: str = Field(min_length=1)
+    negative_prompt: str = ""
+    keyframes: list[KeyframeSpec] = Field(default_factory=list)
+    seed: int = Field(ge=0, lt=2**32)
+    width: int = Field(gt=0, le=8192)
+    height: int = Field(gt=0, le=8192)
+    fps: float = Field(gt=0, le=120)
+    num_frames: int = Field(gt=0)
+    steps: int = Field(gt=0, le=500)
+    guidance: float = Field(ge=0, le=50)
+    quantization: Quantization = "auto"
+    duration_s: float = Field(gt=0, description="Requested duration; num_frames / fps may differ by frame-count rules.")
+    transition: Transition = Transition.cut
+    notes: list[str] = Field(default_factory=list)
+
+
+class RenderPlan(_Model):
+    schema_version: str = SCHEMA_VERSION
+    title: str
+    source_name: str
+    shotlist_sha256: str = Field(description="sha256 of the shotlist.json these specs were written from.")
+    family: ModelFamily
+    templates: dict[str, str] = Field(default_factory=dict, description="Template name -> sha256.")
+    specs: list[RenderSpec]
+
+
+def slugify(text: str, fallback: str = "untitled") -> str:
+    """A file-system-safe, lowercase name; never empty, never starts with a dash or dot."""
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60].strip("-")
+    return slug or fallback

@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from nightshift.config import Settings
+from tests.ollama_double import OllamaDouble
+
+REPO = Path(__file__).resolve().parent.parent
+CORPUS = REPO.parent / "shared" / "corpus"
+if not CORPUS.is_dir():  # a checkout without ../shared: the copy bundled with the examples
+    CORPUS = REPO / "examples" / "corpus"
+CORPUS_FILES = ["lighthouse.fountain", "courier.fountain", "night_train.md", "paper_boat.txt"]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test reads the developer's config or talks to a real Ollama by accident."""
+    for key in list(os.environ):
+        if key.startswith("NIGHTSHIFT_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("OLLAMA_HOST", "http://127.0.0.1:9")  # discard port: nothing listens
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    folder = tmp_path / "corpus"
+    shutil.copytree(CORPUS, folder)
+    return folder
+
+
+@pytest.fixture
+def ollama_double() -> Iterator[OllamaDouble]:
+    double = OllamaDouble().start()
+    yield double
+    double.stop()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(project_dir=tmp_path)
+
+
+def ollama_settings(tmp_path: Path, double: OllamaDouble, **planner: object) -> Settings:
+    return Settings(
+        project_dir=tmp_path,
+        planner={"kind": "ollama", "ollama_host": double.url, "timeout_s": 5, **planner},
+    )
