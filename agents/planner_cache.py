@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from nightshift.plan_files import write_atomic
 
 
 def cache_key(material: dict[str, Any]) -> str:
@@ -37,15 +37,5 @@ class PlannerCache:
             return None
 
     def put(self, key: str, record: dict[str, Any]) -> Path:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Write then rename: a reader never sees half an entry.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(record, handle, ensure_ascii=False, indent=1)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        # Written then renamed: a reader never sees half an entry.
+        return write_atomic(self._path(key), json.dumps(record, ensure_ascii=False, indent=1))

@@ -86,6 +86,21 @@ def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_render(args: argparse.Namespace) -> int:
+    from nightshift.render_job import render_plan_folder
+    from renderers.upscale import UpscaleSettings
+
+    plan = Path(args.plan)
+    folder = plan.parent if plan.is_file() else plan
+    _say("renderer: animatic (storyboard cards; the video-model backends are not part of this version)")
+    shot_ids = [s.strip() for s in args.shots.split(",") if s.strip()] if args.shots else None
+    result = render_plan_folder(folder, shot_ids, Path(args.out) if args.out else None,
+                                upscale=UpscaleSettings(fit=args.fit, sharpen=args.sharpen), progress=_say)
+    _say(f"{len(result.records)} shots rendered as animatic, cut: {result.cut}")
+    print(result.folder)
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from nightshift.plan_files import write_schemas
 
@@ -116,6 +131,15 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--model", help="Ollama model for planning (default: planner.model)")
     plan.add_argument("--from-shotlist", metavar="SHOTLIST", help="rebuild the render plan from an edited shotlist.json")
 
+    render = commands.add_parser("render", help="render a plan folder: 4K shot clips and the assembled cut")
+    render.add_argument("plan", help="a plan folder (or its renderplan.json)")
+    render.add_argument("--renderer", choices=("animatic",), default="animatic",
+                        help="animatic: storyboard cards with timing and camera moves (runs without a GPU)")
+    render.add_argument("--shots", help="comma-separated shot ids to (re-)render, e.g. s03-sh02")
+    render.add_argument("--out", help="output folder (default: the plan folder)")
+    render.add_argument("--fit", choices=("pad", "crop"), default="pad", help="keep the aspect at 3840x2160 by padding or cropping")
+    render.add_argument("--sharpen", type=float, default=0.0, help="FFmpeg cas strength 0-1 after upscaling")
+
     schema = commands.add_parser("schema", help="write the JSON Schemas for shotlist.json and renderplan.json")
     schema.add_argument("--out", default=".", help="folder to write them into")
     return parser
@@ -140,6 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = _settings_for(args)
         if args.command == "plan":
             return cmd_plan(args, settings)
+        if args.command == "render":
+            return cmd_render(args)
     except NightshiftError as error:
         _say(f"error: {error.report()}")
         return 1

@@ -1,0 +1,128 @@
+"""Encoding frames to MP4 with PyAV: streaming, exact frame rates, atomic completion.
+
+A clip is written under a temporary name in the target folder and renamed only
+once the encoder has flushed, so a half-written file is never taken for a
+finished clip; on any failure the partial file is removed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+PARTIAL_SUFFIX = ".partial.mp4"
+
+
+@dataclass(frozen=True)
+class EncodeSettings:
+    codec: str = "libx264"  # or "libx265" (HEVC)
+    crf: int = 18
+    preset: str = "veryfast"
+    pix_fmt: str = "yuv420p"
+
+    def __post_init__(self) -> None:
+        if self.codec not in ("libx264", "libx265"):
+            raise ValueError(f"codec {self.codec!r}: use libx264 (H.264) or libx265 (HEVC)")
+        if not 0 <= self.crf <= 51:
+            raise ValueError(f"crf {self.crf} is outside 0-51")
+
+    def options(self) -> dict[str, str]:
+        options = {"crf": str(self.crf), "preset": self.preset}
+        if self.codec == "libx265":
+            options["x265-params"] = "log-level=error"
+        return options
+
+
+def exact_rate(fps: float | Fraction) -> Fraction:
+    """24 -> 24/1; 23.976 -> 24000/1001; 29.97 -> 30000/1001."""
+    if isinstance(fps, Fraction):
+        return fps
+    for base in (24, 30, 48, 60, 120):
+        ntsc = Fraction(base * 1000, 1001)
+        if abs(float(ntsc) - fps) < 0.0015:
+            return ntsc
+    return Fraction(fps).limit_denominator(1001)
+
+
+def partial_path(final: Path) -> Path:
+    return final.with_name(f".{final.stem}{PARTIAL_SUFFIX}")
+
+
+@contextmanager
+def atomic_output(final: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `final`; rename onto `final` only if the block succeeds."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = partial_path(final)
+    tmp.unlink(missing_ok=True)
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def add_video_stream(container: av.container.OutputContainer, width: int, height: int, fps: float | Fraction,
+                     settings: EncodeSettings) -> av.video.stream.VideoStream:
+    if width % 2 or height % 2:
+        raise ValueError(f"{width}x{height}: yuv420p needs even width and height")
+    stream = container.add_stream(settings.codec, rate=exact_rate(fps), options=settings.options())
+    stream.width, stream.height, stream.pix_fmt = width, height, settings.pix_fmt
+    stream.time_base = 1 / exact_rate(fps)
+    return stream
+
+
+def encode_frames(frames: Iterable[np.ndarray], final: Path, fps: float | Fraction,
+                  settings: EncodeSettings = EncodeSettings()) -> int:
+    """Encode RGB uint8 frames (H, W, 3), one at a time, into `final`. Returns the frame count."""
+    count = 0
+    with atomic_output(final) as tmp:
+        with av.open(str(tmp), "w", format="mp4") as container:
+            stream = None
+            for array in frames:
+                if stream is None:
+                    height, width = array.shape[:2]
+                    stream = add_video_stream(container, width, height, fps, settings)
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
+                frame.pts = count
+                container.mux(stream.encode(frame))
+                count += 1
+            if stream is None:
+                raise ValueError(f"{final.name}: no frames to encode")
+            container.mux(stream.encode(None))
+    return count
+
+
+@dataclass(frozen=True)
+class ClipInfo:
+    width: int
+    height: int
+    frames: int
+    fps: Fraction
+    duration_s: float
+    codec: str
+    has_audio: bool
+
+
+def probe(path: Path) -> ClipInfo:
+    """Decode a clip fully (frames are counted, not trusted from headers)."""
+    with av.open(str(path)) as container:
+        video = container.streams.video[0]
+        frames = sum(1 for _ in container.decode(video))
+        rate = video.average_rate or video.guessed_rate
+        return ClipInfo(
+            width=video.codec_context.width,
+            height=video.codec_context.height,
+            frames=frames,
+            fps=Fraction(rate),
+            duration_s=frames / float(rate),
+            codec=video.codec_context.name,
+            has_audio=bool(container.streams.audio),
+        )

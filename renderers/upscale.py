@@ -1,0 +1,102 @@
+"""Streaming 4K upscale: decoder -> FFmpeg scaler (lanczos, pad or crop, optional CAS) -> encoder.
+
+One frame is in flight at a time, so peak memory does not grow with clip length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Literal
+
+import av
+from av.filter import Graph
+
+from renderers.encode import EncodeSettings, add_video_stream, atomic_output, exact_rate
+
+
+@dataclass(frozen=True)
+class UpscaleSettings:
+    width: int = 3840
+    height: int = 2160
+    fit: Literal["pad", "crop"] = "pad"  # pad keeps the whole picture (bars); crop fills the frame
+    sharpen: float = 0.0  # FFmpeg `cas` strength 0-1; 0 disables
+    scaler: str = "lanczos"
+
+    def __post_init__(self) -> None:
+        if self.width % 2 or self.height % 2 or self.width <= 0 or self.height <= 0:
+            raise ValueError(f"upscale target {self.width}x{self.height} must be positive and even")
+        if not 0.0 <= self.sharpen <= 1.0:
+            raise ValueError(f"sharpen {self.sharpen} is outside 0-1")
+
+
+def filter_chain(settings: UpscaleSettings) -> list[tuple[str, str]]:
+    """The (filter, arguments) chain for libavfilter, aspect ratio kept."""
+    w, h = settings.width, settings.height
+    if settings.fit == "pad":
+        chain = [("scale", f"w={w}:h={h}:force_original_aspect_ratio=decrease:force_divisible_by=2:flags={settings.scaler}"),
+                 ("pad", f"w={w}:h={h}:x=(ow-iw)/2:y=(oh-ih)/2:color=black")]
+    else:
+        chain = [("scale", f"w={w}:h={h}:force_original_aspect_ratio=increase:flags={settings.scaler}"),
+                 ("crop", f"w={w}:h={h}")]
+    chain.append(("setsar", "1"))
+    if settings.sharpen > 0:
+        chain.append(("cas", f"strength={settings.sharpen}"))
+    chain.append(("format", "yuv420p"))
+    return chain
+
+
+def upscale_to_4k(source: Path, final: Path, settings: UpscaleSettings = UpscaleSettings(),
+                  encode: EncodeSettings = EncodeSettings()) -> int:
+    """Upscale `source` into `final` (written atomically). Returns the number of frames written."""
+    count = 0
+    with av.open(str(source)) as reader, atomic_output(final) as tmp, av.open(str(tmp), "w", format="mp4") as writer:
+        video_in = reader.streams.video[0]
+        rate = video_in.average_rate or video_in.guessed_rate
+        video_out = add_video_stream(writer, settings.width, settings.height, rate, encode)
+        tick = 1 / exact_rate(Fraction(rate))
+        audio_in = reader.streams.audio[0] if reader.streams.audio else None
+        audio_out = writer.add_stream("aac", rate=audio_in.rate) if audio_in is not None else None
+
+        graph = Graph()
+        node = graph.add_buffer(template=video_in)
+        for name, args in filter_chain(settings):
+            nxt = graph.add(name, args)
+            node.link_to(nxt)
+            node = nxt
+        sink = graph.add("buffersink")
+        node.link_to(sink)
+        graph.configure()
+
+        streams = [video_in] + ([audio_in] if audio_in is not None else [])
+        for packet in reader.demux(*streams):
+            if packet.stream is audio_in and audio_out is not None:
+                for audio_frame in packet.decode():
+                    audio_frame.pts = None
+                    writer.mux(audio_out.encode(audio_frame))
+                continue
+            for frame in packet.decode():
+                graph.push(frame)
+                count += _drain(graph, writer, video_out, count, tick)
+        graph.push(None)
+        count += _drain(graph, writer, video_out, count, tick)
+        writer.mux(video_out.encode(None))
+        if audio_out is not None:
+            writer.mux(audio_out.encode(None))
+    return count
+
+
+def _drain(graph: Graph, writer: av.container.OutputContainer, stream: av.video.stream.VideoStream, start: int,
+           time_base: Fraction) -> int:
+    """Encode whatever the filter graph has ready; frames are renumbered one tick per frame."""
+    pulled = 0
+    while True:
+        try:
+            frame = graph.pull()
+        except (av.BlockingIOError, av.EOFError):
+            return pulled
+        frame.pts = start + pulled
+        frame.time_base = time_base
+        writer.mux(stream.encode(frame))
+        pulled += 1

@@ -1,0 +1,102 @@
+"""Animatic rendering, streaming 4K upscale, encode and assembly, decoded back with PyAV."""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nightshift.cli import main
+from nightshift.render_job import sha256_file
+from renderers.encode import EncodeSettings, encode_frames, exact_rate, probe
+from renderers.upscale import UpscaleSettings, upscale_to_4k
+
+
+def _frames(count: int, width: int = 64, height: int = 48):
+    for index in range(count):
+        frame = np.zeros((height, width, 3), np.uint8)
+        frame[:, : (index * 3) % width] = 200
+        yield frame
+
+
+def test_exact_rates() -> None:
+    assert exact_rate(23.976) == Fraction(24000, 1001) and exact_rate(29.97) == Fraction(30000, 1001)
+    assert exact_rate(24.0) == 24 and exact_rate(16) == 16
+
+
+@pytest.mark.parametrize("fps", [24.0, 23.976, 16.0])
+def test_encode_then_upscale_keeps_frames_and_rate(tmp_path: Path, fps: float) -> None:
+    native = tmp_path / "native.mp4"
+    assert encode_frames(_frames(17), native, fps) == 17
+    final = tmp_path / "clip-4k.mp4"
+    assert upscale_to_4k(native, final, UpscaleSettings(sharpen=0.4)) == 17
+    info = probe(final)
+    assert (info.width, info.height, info.frames, info.codec) == (3840, 2160, 17, "h264")
+    assert info.fps == exact_rate(fps)
+    assert info.duration_s == pytest.approx(17 / float(exact_rate(fps)))
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_crop_and_hevc(tmp_path: Path) -> None:
+    native = tmp_path / "native.mp4"
+    encode_frames(_frames(5), native, 24)
+    final = tmp_path / "crop.mp4"
+    upscale_to_4k(native, final, UpscaleSettings(width=640, height=360, fit="crop"), EncodeSettings(codec="libx265", preset="ultrafast"))
+    info = probe(final)
+    assert (info.width, info.height, info.frames, info.codec) == (640, 360, 5, "hevc")
+
+
+def test_failed_encode_leaves_no_file(tmp_path: Path) -> None:
+    def broken():
+        yield np.zeros((48, 64, 3), np.uint8)
+        raise RuntimeError("renderer died")
+
+    with pytest.raises(RuntimeError):
+        encode_frames(broken(), tmp_path / "clip.mp4", 24)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_render_plan_as_animatic_and_rerender_one_shot(corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "plan"
+    assert main(["plan", str(corpus / "paper_boat.txt"), "--planner", "rules", "--out", str(out)]) == 0
+    # Short shots keep the test quick: edit durations the way a user would, then rebuild the plan.
+    data = json.loads((out / "shotlist.json").read_text())
+    for shot in data["shots"]:
+        shot["duration_s"] = 0.4
+    data["shots"][0]["transition"] = "crossfade"
+    (out / "shotlist.json").write_text(json.dumps(data))
+    assert main(["plan", "--from-shotlist", str(out / "shotlist.json")]) == 0
+    plan = json.loads((out / "renderplan.json").read_text())
+    assert main(["render", str(out)]) == 0
+    records = json.loads((out / "renders.json").read_text())["clips"]
+    assert [r["shot_id"] for r in records] == [s["shot_id"] for s in plan["specs"]]
+    total = 0
+    for record, spec in zip(records, plan["specs"]):
+        assert record["animatic"] is True and record["backend"] == "animatic"
+        clip = out / record["file"]
+        info = probe(clip)
+        assert (info.width, info.height, info.frames) == (3840, 2160, spec["num_frames"])
+        assert info.fps == exact_rate(spec["fps"]) and record["sha256"] == sha256_file(clip)
+        total += spec["num_frames"]
+    cut = probe(out / "paper-boat.mp4")
+    overlap = round(0.5 * 24)
+    assert (cut.width, cut.height) == (3840, 2160)
+    assert cut.frames == total - min(overlap, plan["specs"][1]["num_frames"])  # one crossfade overlaps
+
+    untouched = {r["shot_id"]: r["sha256"] for r in records[1:]}
+    first_before = (out / records[0]["file"]).stat().st_mtime_ns
+    assert main(["render", str(out), "--shots", records[0]["shot_id"]]) == 0
+    again = json.loads((out / "renders.json").read_text())["clips"]
+    assert {r["shot_id"]: r["sha256"] for r in again[1:]} == untouched
+    assert (out / records[0]["file"]).stat().st_mtime_ns != first_before
+    assert not list(out.rglob("*.partial.mp4")) and not (out / ".work").exists()
+
+
+def test_unknown_shot_is_a_clear_error(corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "plan"
+    main(["plan", str(corpus / "paper_boat.txt"), "--planner", "rules", "--out", str(out)])
+    assert main(["render", str(out), "--shots", "s09-sh09"]) == 1
+    assert "no shot s09-sh09" in capsys.readouterr().err
