@@ -87,16 +87,30 @@ def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from nightshift.render_job import render_plan_folder
-    from renderers.upscale import UpscaleSettings
+    from nightshift.render_job import load_plan_folder, render_plan_folder
+    from nightshift.shot_render import choose_renderer, make_renderer
 
+    settings = load_settings(Path(args.config) if args.config else None)
+    render = settings.render
+    if args.fit:
+        render.upscale_fit = args.fit
+    if args.sharpen is not None:
+        render.upscale_sharpen = args.sharpen
+    if args.quantization:
+        render.quantization = args.quantization
+    if args.device:
+        render.device = args.device
     plan = Path(args.plan)
     folder = plan.parent if plan.is_file() else plan
-    _say("renderer: animatic (storyboard cards; the video-model backends are not part of this version)")
+    _, render_plan = load_plan_folder(folder)
+    choice = choose_renderer(args.renderer or render.renderer, render_plan, render)
+    _say(f"renderer: {choice.kind} ({choice.reason})")
     shot_ids = [s.strip() for s in args.shots.split(",") if s.strip()] if args.shots else None
-    result = render_plan_folder(folder, shot_ids, Path(args.out) if args.out else None,
-                                upscale=UpscaleSettings(fit=args.fit, sharpen=args.sharpen), progress=_say)
-    _say(f"{len(result.records)} shots rendered as animatic, cut: {result.cut}")
+    renderer = make_renderer(choice, render)
+    result = render_plan_folder(folder, shot_ids, Path(args.out) if args.out else None, renderer=renderer,
+                                progress=_say)
+    kind = "as animatic" if choice.kind == "animatic" else f"with {choice.kind}"
+    _say(f"{len(result.records)} shots rendered {kind}, cut: {result.cut}")
     print(result.folder)
     return 0
 
@@ -133,12 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     render = commands.add_parser("render", help="render a plan folder: 4K shot clips and the assembled cut")
     render.add_argument("plan", help="a plan folder (or its renderplan.json)")
-    render.add_argument("--renderer", choices=("animatic",), default="animatic",
-                        help="animatic: storyboard cards with timing and camera moves (runs without a GPU)")
+    render.add_argument("--renderer", choices=("auto", "diffusers", "animatic"),
+                        help="auto (default): diffusers when CUDA and the weights are here, else the animatic")
     render.add_argument("--shots", help="comma-separated shot ids to (re-)render, e.g. s03-sh02")
     render.add_argument("--out", help="output folder (default: the plan folder)")
-    render.add_argument("--fit", choices=("pad", "crop"), default="pad", help="keep the aspect at 3840x2160 by padding or cropping")
-    render.add_argument("--sharpen", type=float, default=0.0, help="FFmpeg cas strength 0-1 after upscaling")
+    render.add_argument("--fit", choices=("pad", "crop"), help="keep the aspect at 3840x2160 by padding or cropping")
+    render.add_argument("--sharpen", type=float, help="FFmpeg cas strength 0-1 after upscaling")
+    render.add_argument("--quantization", choices=("auto", "none", "fp8", "int8", "nf4", "gguf"))
+    render.add_argument("--device", help="auto, cpu, cuda or cuda:N")
 
     schema = commands.add_parser("schema", help="write the JSON Schemas for shotlist.json and renderplan.json")
     schema.add_argument("--out", default=".", help="folder to write them into")

@@ -59,6 +59,23 @@ class RenderDefaults(_Section):
     guidance: float | None = None
     quantization: Literal["none", "fp8", "int8", "nf4", "gguf", "auto"] = "auto"
     seed: int = 1234
+    renderer: Literal["auto", "diffusers", "animatic"] = Field(
+        "auto", description="auto: diffusers when CUDA and the plan's weights are present, else the animatic."
+    )
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
+    tier: Literal["auto", "resident", "resident_tiled", "group_offload", "model_offload", "sequential_offload"] = "auto"
+    gguf_file: Path | None = Field(None, description="A GGUF file for the transformer (quantization = gguf).")
+    models_dir: Path | None = Field(None, description="A folder of diffusers models (<org>/<name>), searched before the HF cache.")
+    keyframe_model: str | None = Field(
+        None, description="A local text-to-image model for first/last frames (e.g. black-forest-labs/FLUX.1-schnell)."
+    )
+    keyframe_steps: int = Field(4, ge=1, le=200)
+    keyframe_guidance: float = Field(0.0, ge=0, le=50)
+    upscale_fit: Literal["pad", "crop"] = "pad"
+    upscale_sharpen: float = Field(0.0, ge=0, le=1, description="FFmpeg cas strength after the 4K scale.")
+    codec: Literal["libx264", "libx265"] = "libx264"
+    crf: int = Field(18, ge=0, le=51)
+    preset: str = "veryfast"
     style: str = Field(
         "cinematic, natural film grain, motivated lighting, shallow depth of field",
         description="The style bible: appended to every shot prompt.",

@@ -79,9 +79,34 @@ def add_video_stream(container: av.container.OutputContainer, width: int, height
     return stream
 
 
+def add_audio_stream(container: av.container.OutputContainer, audio: np.ndarray,
+                     sample_rate: int) -> av.audio.stream.AudioStream:
+    """An AAC stream for a float waveform (channels, samples) in [-1, 1]; add it before muxing anything."""
+    if audio.ndim != 2 or audio.shape[0] not in (1, 2):
+        raise ValueError(f"audio must be (channels, samples) with 1 or 2 channels, not {audio.shape}")
+    if sample_rate <= 0:
+        raise ValueError(f"audio sample rate {sample_rate} must be positive")
+    stream = container.add_stream("aac", rate=sample_rate, layout="mono" if audio.shape[0] == 1 else "stereo")
+    stream.bit_rate = 192_000
+    return stream
+
+
+def write_audio(container: av.container.OutputContainer, stream: av.audio.stream.AudioStream, audio: np.ndarray) -> None:
+    chunk = 1024 * 16
+    for start in range(0, audio.shape[1], chunk):
+        piece = np.ascontiguousarray(audio[:, start:start + chunk], dtype=np.float32)
+        frame = av.AudioFrame.from_ndarray(piece, format="fltp", layout=stream.layout.name)
+        frame.sample_rate = stream.rate
+        frame.pts = start
+        container.mux(stream.encode(frame))
+    container.mux(stream.encode(None))
+
+
 def encode_frames(frames: Iterable[np.ndarray], final: Path, fps: float | Fraction,
-                  settings: EncodeSettings = EncodeSettings()) -> int:
-    """Encode RGB uint8 frames (H, W, 3), one at a time, into `final`. Returns the frame count."""
+                  settings: EncodeSettings = EncodeSettings(), audio: np.ndarray | None = None,
+                  sample_rate: int | None = None) -> int:
+    """Encode RGB uint8 frames (H, W, 3), one at a time, into `final`, with an AAC track when `audio` is
+    given as (channels, samples) floats. Returns the frame count."""
     count = 0
     with atomic_output(final) as tmp:
         with av.open(str(tmp), "w", format="mp4") as container:
@@ -90,6 +115,8 @@ def encode_frames(frames: Iterable[np.ndarray], final: Path, fps: float | Fracti
                 if stream is None:
                     height, width = array.shape[:2]
                     stream = add_video_stream(container, width, height, fps, settings)
+                    if audio is not None:
+                        audio_stream = add_audio_stream(container, audio, sample_rate or 0)
                 frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
                 frame.pts = count
                 container.mux(stream.encode(frame))
@@ -97,6 +124,8 @@ def encode_frames(frames: Iterable[np.ndarray], final: Path, fps: float | Fracti
             if stream is None:
                 raise ValueError(f"{final.name}: no frames to encode")
             container.mux(stream.encode(None))
+            if audio is not None:
+                write_audio(container, audio_stream, audio)
     return count
 
 
@@ -109,6 +138,9 @@ class ClipInfo:
     duration_s: float
     codec: str
     has_audio: bool
+    audio_codec: str | None = None
+    audio_rate: int | None = None
+    audio_duration_s: float | None = None
 
 
 def probe(path: Path) -> ClipInfo:
@@ -125,4 +157,15 @@ def probe(path: Path) -> ClipInfo:
             duration_s=frames / float(rate),
             codec=video.codec_context.name,
             has_audio=bool(container.streams.audio),
+            **_probe_audio(container),
         )
+
+
+def _probe_audio(container: av.container.InputContainer) -> dict[str, object]:
+    if not container.streams.audio:
+        return {}
+    container.seek(0)
+    stream = container.streams.audio[0]
+    samples = sum(frame.samples for frame in container.decode(stream))
+    return {"audio_codec": stream.codec_context.name, "audio_rate": stream.rate,
+            "audio_duration_s": samples / stream.rate}
