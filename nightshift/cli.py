@@ -156,6 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--quantization", choices=("auto", "none", "fp8", "int8", "nf4", "gguf"))
     render.add_argument("--device", help="auto, cpu, cuda or cuda:N")
 
+    from nightshift.cli_night import add_commands
+
+    add_commands(commands)
+
     schema = commands.add_parser("schema", help="write the JSON Schemas for shotlist.json and renderplan.json")
     schema.add_argument("--out", default=".", help="folder to write them into")
     return parser
@@ -182,6 +186,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_plan(args, settings)
         if args.command == "render":
             return cmd_render(args)
+        if args.command in ("run", "serve"):
+            from nightshift import cli_night
+
+            return getattr(cli_night, f"cmd_{args.command}")(args, settings, _say)
     except NightshiftError as error:
         _say(f"error: {error.report()}")
         return 1

@@ -93,6 +93,15 @@ class IntakeSettings(_Section):
     max_scenes: int = Field(2000, ge=1)
 
 
+class NightSettings(_Section):
+    window_start: str = Field("01:00", pattern=r"^\d{2}:\d{2}$", description="Local time the render window opens.")
+    window_end: str = Field("07:00", pattern=r"^\d{2}:\d{2}$", description="Local time it closes; unfinished work waits for the next night.")
+    shot_timeout_s: float = Field(3600.0, gt=0, description="A shot rendering longer is killed and retried.")
+    shot_retries: int = Field(1, ge=0, le=5, description="Retries of a failed or timed-out shot before it is reported.")
+    stable_s: float = Field(2.0, ge=0, description="A dropped file is taken once its size has not changed for this long.")
+    poll_s: float = Field(1.0, gt=0, description="How often the inbox and the queue are checked.")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="NIGHTSHIFT_", env_nested_delimiter="__", extra="forbid", toml_file=None
@@ -104,6 +113,7 @@ class Settings(BaseSettings):
     render: RenderDefaults = Field(default_factory=RenderDefaults)
     paths: PathSettings = Field(default_factory=PathSettings)
     intake: IntakeSettings = Field(default_factory=IntakeSettings)
+    night: NightSettings = Field(default_factory=NightSettings)
 
     @field_validator("project_dir")
     @classmethod

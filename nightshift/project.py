@@ -32,7 +32,7 @@ def default_config_text() -> str:
         "# Environment variables override this file: NIGHTSHIFT_PLANNER__MODEL=llama3.2:3b, ...",
         "",
     ]
-    for name in ("planner", "pacing", "render", "paths", "intake"):
+    for name in ("planner", "pacing", "render", "paths", "intake", "night"):
         lines += _commented_section(name, getattr(defaults, name)) + [""]
     return "\n".join(lines)
 

@@ -1,0 +1,170 @@
+"""Prefect flows: thin wiring over nightshift.night. Runs are named after the script, tasks after the shot."""
+
+from __future__ import annotations
+
+import platform
+import re
+from datetime import datetime
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import (create_markdown_artifact, create_progress_artifact, create_table_artifact,
+                               update_progress_artifact)
+from prefect.cache_policies import NO_CACHE
+from prefect.concurrency.sync import concurrency
+
+from nightshift import night
+from nightshift.config import Settings, load_settings
+from nightshift.errors import NightshiftError
+from nightshift.render_job import load_plan_folder
+from nightshift.render_worker import RenderWorker, ShotFailed
+
+
+def settings_for(project_dir: str, config: str | None) -> Settings:
+    return load_settings(Path(config) if config else None, project_dir=Path(project_dir))
+
+
+def gpu_limit_name(device: str) -> str:
+    """One global concurrency slot per machine and device: two renders never share a GPU."""
+    return re.sub(r"[^a-z0-9-]+", "-", f"nightshift-gpu-{platform.node()}-{device}".lower())
+
+
+def ensure_gpu_limit(name: str) -> None:
+    """Strict limits must exist; create this machine's (limit 1) once."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+
+
+@task(name="plan script", task_run_name="plan {script_name}", cache_policy=NO_CACHE)
+def plan_script(claimed: str, script_name: str, project_dir: str, config: str | None, force: bool = False) -> dict:
+    outcome = night.intake_claim(Path(claimed), settings_for(project_dir, config), force=force)
+    get_run_logger().info(outcome.message)
+    return {"status": outcome.status, "job_id": outcome.job.id if outcome.job else None, "message": outcome.message}
+
+
+@task(name="render shot", task_run_name="{shot_id} render", cache_policy=NO_CACHE)
+def render_shot(job_id: str, shot_id: str, project_dir: str, config: str | None, worker: RenderWorker,
+                choice: dict, limit: str) -> dict:
+    settings = settings_for(project_dir, config)
+    job = night.job_store(settings).load(job_id)
+    from nightshift.shot_render import RendererChoice
+
+    request = night.render_request(job, shot_id, RendererChoice(**choice), settings)
+    logger = get_run_logger()
+    attempts = settings.night.shot_retries + 1
+    for attempt in range(1, attempts + 1):
+        try:
+            with concurrency(limit, occupy=1, strict=True):
+                record = worker.render(request, settings.night.shot_timeout_s)
+            break
+        except ShotFailed as error:
+            logger.warning(f"{shot_id} attempt {attempt}/{attempts} failed: {error.report()}")
+            if attempt == attempts:
+                raise
+    night.record_shot(job, record)
+    logger.info(f"{shot_id}: {record.backend} model={record.model_id or '-'} tier={record.tier} "
+                f"quantization={record.quantization} device={record.device} {record.frames} frames in {record.seconds:.1f}s")
+    return {"shot_id": shot_id, "file": record.file, "sha256": record.sha256, "tier": record.tier}
+
+
+@task(name="deliver", task_run_name="deliver {title}", cache_policy=NO_CACHE)
+def deliver(job_id: str, title: str, project_dir: str, config: str | None) -> str:
+    settings = settings_for(project_dir, config)
+    return str(night.deliver(night.job_store(settings).load(job_id), settings))
+
+
+def _shotlist_table(job_folder: Path) -> list[dict]:
+    shotlist, plan = load_plan_folder(job_folder)
+    frames = {s.shot_id: s.num_frames for s in plan.specs}
+    return [{"shot": s.id, "scene": s.scene, "framing": s.framing.value, "camera": s.camera_move.value,
+             "seconds": s.duration_s, "frames": frames.get(s.id), "action": s.action, "dialogue": s.dialogue} for s in shotlist.shots]
+
+
+@flow(name="nightshift-render", flow_run_name="{title}", log_prints=True)
+def render_job(job_id: str, title: str, project_dir: str = ".", config: str | None = None,
+               renderer: str | None = None, respect_window: bool = False) -> str | None:
+    """Render a queued job's remaining shots, then deliver. Returns the delivery folder, or None if paused."""
+    logger = get_run_logger()
+    settings = settings_for(project_dir, config)
+    store = night.job_store(settings)
+    job = store.load(job_id)
+    choice = night.start_rendering(job, settings, renderer)
+    logger.info(f"{job.script_name}: renderer {choice.kind} ({choice.reason})")
+    folder = Path(job.work_folder)
+    key = re.sub(r"[^a-z0-9-]+", "-", job_id.lower())
+    create_table_artifact(key=f"shotlist-{key}", table=_shotlist_table(folder), description=f"Shot list: {title}")
+    _, plan = load_plan_folder(folder)
+    todo = night.shots_to_render(job)
+    done = len(plan.specs) - len(todo)
+    progress = create_progress_artifact(progress=100.0 * done / len(plan.specs), description=f"{title}: shots rendered")
+    limit = gpu_limit_name(choice.device)
+    ensure_gpu_limit(limit)
+    worker = RenderWorker()
+    try:
+        for spec in todo:
+            if respect_window and not night.in_window(datetime.now(), settings.night.window_start, settings.night.window_end):
+                logger.info(f"window closed at {settings.night.window_end}; {len(plan.specs) - done} shots wait for the next night")
+                return None
+            try:
+                render_shot(job_id, spec.shot_id, project_dir, config, worker, choice.__dict__, limit)
+            except (ShotFailed, NightshiftError) as error:
+                night.fail(store.load(job_id), settings, f"rendering {spec.shot_id}", error.report())
+                raise
+            done += 1
+            update_progress_artifact(progress, progress=100.0 * done / len(plan.specs))
+    finally:
+        worker.close()
+    delivered = Path(deliver(job_id, title, project_dir, config))
+    thumbs = sorted((delivered / "keyframes").glob("*.png")) if (delivered / "keyframes").is_dir() else []
+    summary = [f"# {title}", "", f"Delivered to `{delivered}`", "", f"Renderer: {choice.kind} ({choice.reason})",
+               f"Manifest: `{delivered / 'manifest.json'}`", "", "| shot | file |", "|---|---|"]
+    summary += [f"| {s.shot_id} | `shots/{s.shot_id}.mp4` |" for s in plan.specs]
+    if thumbs:
+        summary += ["", "## Keyframes", ""] + [f"![{p.stem}]({p.as_uri()})" for p in thumbs]
+    create_markdown_artifact(key=f"delivery-{key}", markdown="\n".join(summary), description=f"Delivery: {title}")
+    return str(delivered)
+
+
+@flow(name="nightshift-intake", flow_run_name="{script_name}")
+def intake(claimed: str, script_name: str, project_dir: str = ".", config: str | None = None,
+           force: bool = False) -> dict:
+    """Plan a claimed script and queue its render (the serve loop or the overnight deployment renders it)."""
+    return plan_script(claimed, script_name, project_dir, config, force)
+
+
+@flow(name="nightshift-overnight", flow_run_name="night of {night_of}")
+def overnight(project_dir: str = ".", config: str | None = None, renderer: str | None = None,
+              respect_window: bool = True, night_of: str = "") -> list[str]:
+    """Render every queued job in arrival order within the window; what is left waits for the next night."""
+    settings = settings_for(project_dir, config)
+    delivered = []
+    for job in night.job_store(settings).pending():
+        try:
+            folder = render_job(job.id, job.title or job.script_name, project_dir, config, renderer, respect_window)
+        except (ShotFailed, NightshiftError):
+            continue  # reported in the job and in inbox/failed/; the night goes on
+        if folder is None:
+            break
+        delivered.append(folder)
+    return delivered
+
+
+@flow(name="nightshift-run", flow_run_name="{script_name}")
+def run_script(claimed: str, script_name: str, project_dir: str = ".", config: str | None = None,
+               renderer: str | None = None, force: bool = False) -> str:
+    """The main job, now: plan, render every shot, upscale, assemble, deliver."""
+    outcome = plan_script(claimed, script_name, project_dir, config, force)
+    if outcome["status"] == "failed":
+        raise NightshiftError(outcome["message"], "the script and a report are in inbox/failed/")
+    settings = settings_for(project_dir, config)
+    job = night.job_store(settings).load(outcome["job_id"])
+    if outcome["status"] == "duplicate" and job.state == "delivered":
+        return str(job.delivery)
+    return render_job(job.id, job.title or script_name, project_dir, config, renderer, False)

@@ -1,0 +1,133 @@
+"""`nightshift serve`: watch the inbox, plan what arrives, render the queue in the overnight window.
+
+One process on one machine needs no work pool: the loop calls the flows
+directly, and each call is a flow run in Prefect (visible in the UI when
+PREFECT_API_URL points at a server). With --events-only the loop only claims
+files and emits `nightshift.script.claimed` events for the `intake`
+deployment's trigger (prefect.yaml), for setups with a server and workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+from nightshift import night
+from nightshift.config import Settings
+from nightshift.errors import NightshiftError
+from nightshift.inbox import StabilityTracker, claim, is_candidate, leftover_claims, pending_files
+from nightshift.render_worker import ShotFailed
+
+log = logging.getLogger("nightshift.serve")
+
+
+class InboxService:
+    def __init__(self, settings: Settings, config: str | None = None, now: bool = False, renderer: str | None = None,
+                 events_only: bool = False, say: Callable[[str], None] = log.info) -> None:
+        self.settings, self.config, self.now, self.renderer = settings, config, now, renderer
+        self.events_only, self.say = events_only, say
+        self.inbox = night.inbox_dir(settings)
+        self.inbox.mkdir(parents=True, exist_ok=True)
+        self.tracker = StabilityTracker(settings.night.stable_s)
+        self.ignored: set[str] = set()
+
+    @property
+    def project(self) -> str:
+        return str(self.settings.project_dir)
+
+    def recover(self) -> None:
+        """Claims a crash left behind are planned (or found already queued) before anything new."""
+        for path in leftover_claims(self.inbox):
+            self._intake(path, path.name)
+
+    def scan(self) -> int:
+        """Claim and plan every complete script in the inbox. Returns how many were taken."""
+        taken = 0
+        for path in pending_files(self.inbox):
+            ok, why = is_candidate(path)
+            if not ok:
+                if path.name not in self.ignored and path.name not in ("done", "failed", ".claimed"):
+                    self.say(f"inbox: leaving {path.name} alone: {why}")
+                    self.ignored.add(path.name)
+                continue
+            if not self.tracker.ready(path):
+                continue
+            self.tracker.forget(path)
+            claimed = claim(path, self.inbox)
+            if claimed is None:
+                continue  # gone between detection and claim: someone else took it
+            taken += 1
+            if self.events_only:
+                self._emit(claimed.path, claimed.original_name, claimed.sha256)
+            else:
+                self._intake(claimed.path, claimed.original_name)
+        return taken
+
+    def _intake(self, claimed: Path, name: str) -> None:
+        from flows.night import intake
+
+        try:
+            outcome = intake(str(claimed), name, self.project, self.config)
+            self.say(outcome["message"])
+        except Exception as error:  # noqa: BLE001 - one bad script never stops the service
+            self.say(f"{name}: intake failed: {error}")
+            if claimed.exists():
+                from nightshift.inbox import settle
+
+                settle(claimed, self.inbox, ok=False, report=f"{name}: intake failed unexpectedly: {error!r}\n")
+
+    def _emit(self, claimed: Path, name: str, sha256: str) -> None:
+        from prefect.events import emit_event
+
+        emit_event(event="nightshift.script.claimed", resource={"prefect.resource.id": f"nightshift.script.{sha256}"},
+                   payload={"claimed": str(claimed), "script_name": name, "project_dir": self.project})
+        self.say(f"{name}: claimed, event emitted for the intake deployment")
+
+    def window_open(self) -> bool:
+        return self.now or night.in_window(datetime.now(), self.settings.night.window_start, self.settings.night.window_end)
+
+    def render_queue(self) -> list[str]:
+        from flows.night import render_job
+
+        delivered = []
+        for job in night.job_store(self.settings).pending():
+            if not self.window_open():
+                break
+            try:
+                folder = render_job(job.id, job.title or job.script_name, self.project, self.config, self.renderer,
+                                    respect_window=not self.now)
+            except (ShotFailed, NightshiftError) as error:
+                self.say(f"{job.script_name}: failed: {error}")
+                continue
+            except Exception as error:  # noqa: BLE001 - the night goes on; the job stays queued for a retry
+                self.say(f"{job.script_name}: render stopped unexpectedly ({error!r}); it stays queued")
+                continue
+            if folder:
+                self.say(f"{job.script_name}: delivered to {folder}")
+                delivered.append(folder)
+        return delivered
+
+    def idle(self) -> bool:
+        files = [p for p in pending_files(self.inbox) if is_candidate(p)[0]]
+        return not files and not night.job_store(self.settings).pending()
+
+    def run(self, stop: threading.Event | None = None, once: bool = False) -> None:
+        """Serve until `stop` is set (or, with `once`, until the inbox and the queue are empty)."""
+        import watchfiles
+
+        stop = stop or threading.Event()
+        self.recover()
+        poll_ms = int(self.settings.night.poll_s * 1000)
+        while not stop.is_set():
+            self.scan()
+            if not self.events_only and self.window_open():
+                self.render_queue()
+            if once and self.idle():
+                return
+            # Wake on any inbox change, or after poll_s to re-check sizes and the window.
+            for _ in watchfiles.watch(self.inbox, stop_event=stop, rust_timeout=poll_ms, yield_on_timeout=True,
+                                      recursive=False, raise_interrupt=False):
+                break

@@ -1,0 +1,74 @@
+"""The durable render queue: one JSON file per job under <project>/.nightshift/jobs/.
+
+Every state change is written atomically before the work it announces starts,
+so a killed process leaves a queue that says exactly what is done and what is
+not. The queue is read back in arrival order on every start.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from nightshift.plan_files import write_atomic
+
+JobState = Literal["queued", "rendering", "delivered", "failed"]
+
+
+class Job(BaseModel):
+    id: str
+    script_name: str
+    script_sha256: str
+    claimed_path: str
+    title: str = ""
+    state: JobState = "queued"
+    work_folder: str
+    created: str
+    night_started: str | None = Field(None, description="Local date-time the first render of this job started.")
+    delivery: str | None = None
+    error: str | None = None
+    renderer: str | None = None
+    history: list[str] = Field(default_factory=list)
+
+    def log(self, message: str) -> None:
+        self.history.append(f"{datetime.now().isoformat(timespec='seconds')} {message}")
+
+
+class JobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, job_id: str) -> Path:
+        return self.root / f"{job_id}.json"
+
+    def save(self, job: Job) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.path(job.id), job.model_dump_json(indent=2))
+
+    def load(self, job_id: str) -> Job:
+        return Job.model_validate_json(self.path(job_id).read_text(encoding="utf-8"))
+
+    def all(self) -> list[Job]:
+        if not self.root.is_dir():
+            return []
+        jobs = []
+        for path in sorted(self.root.glob("*.json")):
+            try:
+                jobs.append(Job.model_validate(json.loads(path.read_text(encoding="utf-8"))))
+            except (ValueError, OSError):
+                continue  # a job file that cannot be read is reported by `nightshift status`, not fatal here
+        return sorted(jobs, key=lambda j: (j.created, j.id))
+
+    def pending(self) -> list[Job]:
+        return [j for j in self.all() if j.state in ("queued", "rendering")]
+
+    def find_sha(self, sha256: str) -> Job | None:
+        """A job for the same content that is queued, rendering or delivered (a failed one may be retried)."""
+        return next((j for j in self.all() if j.script_sha256 == sha256 and j.state != "failed"), None)
+
+    def find_claim(self, claimed_path: Path) -> Job | None:
+        return next((j for j in self.all() if Path(j.claimed_path) == claimed_path), None)

@@ -1,0 +1,178 @@
+"""The night's work as plain functions: claimed script -> queued job -> rendered shots -> dated delivery.
+
+Prefect flows (flows/) call these; so can a test or a Python shell, with no
+server. Every step is idempotent: running it again after a crash redoes only
+what has no finished, verified output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, time as clock
+from pathlib import Path
+
+from nightshift.config import Settings
+from nightshift.delivery import delivery_folder, move_into_place, write_run_manifest
+from nightshift.errors import NightshiftError
+from nightshift.inbox import Claim, original_name, settle
+from nightshift.jobs import Job, JobStore
+from nightshift.render_job import assemble_folder, load_plan_folder, load_records, save_records
+from nightshift.schemas import RenderSpec, slugify
+from nightshift.shot_render import ClipRecord, RendererChoice, choose_renderer, sha256_file, spec_sha256
+
+
+def job_store(settings: Settings) -> JobStore:
+    return JobStore(settings.resolve(Path(".nightshift")) / "jobs")
+
+
+def inbox_dir(settings: Settings) -> Path:
+    return settings.resolve(settings.paths.inbox)
+
+
+def _parse_clock(text: str) -> clock:
+    hours, minutes = (int(part) for part in text.split(":"))
+    return clock(hours, minutes)
+
+
+def in_window(now: datetime, start: str, end: str) -> bool:
+    """Is `now` inside the nightly window [start, end)? Windows may wrap midnight (22:00-06:00)."""
+    s, e, t = _parse_clock(start), _parse_clock(end), now.time()
+    if s == e:
+        return True
+    return s <= t < e if s < e else (t >= s or t < e)
+
+
+# --------------------------------------------------------------------------- intake
+
+
+@dataclass(frozen=True)
+class IntakeOutcome:
+    job: Job | None
+    status: str  # "queued", "duplicate", "failed"
+    message: str
+
+
+def intake_claim(claim: Claim | Path, settings: Settings, force: bool = False) -> IntakeOutcome:
+    """Plan a claimed script into its job folder and queue it; duplicates and bad scripts are settled here."""
+    from nightshift.planning_job import plan_script_file
+
+    store = job_store(settings)
+    inbox = inbox_dir(settings)
+    if isinstance(claim, Path):  # a claim left behind by a crash
+        from nightshift.inbox import file_sha256
+
+        existing = store.find_claim(claim)
+        if existing is not None:
+            return IntakeOutcome(existing, "queued", f"{existing.script_name}: already queued as {existing.id}")
+        claim = Claim(original_name(claim), claim, file_sha256(claim))
+    earlier = None if force else store.find_sha(claim.sha256)
+    if earlier is not None:
+        where = earlier.delivery or f"job {earlier.id} ({earlier.state})"
+        settled = settle(claim.path, inbox, ok=True)
+        (settled.parent / f"{settled.name}.duplicate.txt").write_text(
+            f"{claim.original_name} has the same content (sha256 {claim.sha256}) as {earlier.script_name}, "
+            f"already handled: {where}.\nNothing was planned or rendered again. To render it anyway, run:\n"
+            f"  nightshift run --force {settled}\n", encoding="utf-8")
+        return IntakeOutcome(earlier, "duplicate", f"{claim.original_name}: same content as {earlier.script_name}; not rendered again")
+    job_id = f"{datetime.now().strftime('%Y%m%dT%H%M%S')}-{claim.sha256[:10]}-{hashlib.sha256(str(claim.path).encode()).hexdigest()[:6]}"
+    work = settings.resolve(Path(".nightshift")) / "work" / job_id
+    job = Job(id=job_id, script_name=claim.original_name, script_sha256=claim.sha256, claimed_path=str(claim.path),
+              work_folder=str(work), created=datetime.now().isoformat(timespec="microseconds"))
+    try:
+        result = plan_script_file(claim.path, settings, out_dir=work)
+    except (NightshiftError, ValueError, OSError) as error:
+        report = error.report() if isinstance(error, NightshiftError) else str(error)
+        settle(claim.path, inbox, ok=False, report=_failure_report(claim.original_name, "planning", report))
+        return IntakeOutcome(None, "failed", f"{claim.original_name}: {report}")
+    job.title = result.shotlist.title
+    job.log(f"planned: {len(result.shotlist.shots)} shots by {result.shotlist.planner.kind}")
+    store.save(job)
+    return IntakeOutcome(job, "queued", f"{claim.original_name}: {len(result.shotlist.shots)} shots queued as {job.id}")
+
+
+def _failure_report(name: str, stage: str, detail: str) -> str:
+    return (f"Nightshift could not finish {name} ({stage} failed, {datetime.now().isoformat(timespec='seconds')}).\n\n"
+            f"{detail}\n\nThe script is kept here unchanged. Fix it and drop it into the inbox again.\n")
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def is_shot_done(folder: Path, spec: RenderSpec, record: ClipRecord | None) -> bool:
+    """Done means: a record for exactly this spec, and the clip on disk still has the recorded hash."""
+    if record is None or record.spec_sha256 != spec_sha256(spec):
+        return False
+    clip = folder / record.file
+    return clip.is_file() and sha256_file(clip) == record.sha256
+
+
+def shots_to_render(job: Job) -> list[RenderSpec]:
+    folder = Path(job.work_folder)
+    _, plan = load_plan_folder(folder)
+    records = load_records(folder)
+    return [spec for spec in plan.specs if not is_shot_done(folder, spec, records.get(spec.shot_id))]
+
+
+def start_rendering(job: Job, settings: Settings, requested: str | None = None) -> RendererChoice:
+    store = job_store(settings)
+    _, plan = load_plan_folder(Path(job.work_folder))
+    choice = choose_renderer(requested or settings.render.renderer, plan, settings.render)
+    if job.night_started is None:
+        job.night_started = datetime.now().isoformat(timespec="seconds")
+    job.state, job.renderer = "rendering", f"{choice.kind}: {choice.reason}"
+    job.log(f"rendering with {choice.kind} ({choice.reason})")
+    store.save(job)
+    return choice
+
+
+def render_request(job: Job, shot_id: str, choice: RendererChoice, settings: Settings) -> dict[str, object]:
+    folder = str(Path(job.work_folder))
+    return {"plan_folder": folder, "out_folder": folder, "shot_id": shot_id,
+            "choice": {"kind": choice.kind, "device": choice.device, "reason": choice.reason},
+            "settings": settings.render.model_dump(mode="json")}
+
+
+def record_shot(job: Job, record: ClipRecord) -> None:
+    folder = Path(job.work_folder)
+    records = load_records(folder)
+    records[record.shot_id] = record
+    save_records(folder, records)
+
+
+def deliver(job: Job, settings: Settings) -> Path:
+    """Assemble, write the manifest, move into output/YYYY-MM-DD/<slug>/ and settle the script as done."""
+    store = job_store(settings)
+    work = Path(job.work_folder)
+    _, plan = load_plan_folder(work)
+    missing = [s.shot_id for s in plan.specs if not is_shot_done(work, s, load_records(work).get(s.shot_id))]
+    if missing:
+        raise NightshiftError(f"{job.script_name}: shots {', '.join(missing)} are not rendered; nothing delivered")
+    assemble_folder(work, plan)
+    records = load_records(work)
+    night = datetime.fromisoformat(job.night_started) if job.night_started else datetime.now()
+    target = delivery_folder(settings.resolve(settings.paths.output), night, slugify(plan.title))
+    job.log(f"delivered to {target}")
+    write_run_manifest(work, title=plan.title, script_name=job.script_name, script_sha256=job.script_sha256,
+                       job_id=job.id, renderer=job.renderer or "", night_started=job.night_started,
+                       clips=[records[s.shot_id] for s in plan.specs], history=job.history)
+    delivered = move_into_place(work, target)
+    job.state, job.delivery, job.work_folder = "delivered", str(delivered), str(delivered)
+    store.save(job)
+    claimed = Path(job.claimed_path)
+    if claimed.exists():
+        job.claimed_path = str(settle(claimed, inbox_dir(settings), ok=True))
+        store.save(job)
+    return delivered
+
+
+def fail(job: Job, settings: Settings, stage: str, detail: str) -> None:
+    store = job_store(settings)
+    job.state, job.error = "failed", detail
+    job.log(f"failed at {stage}: {detail}")
+    store.save(job)
+    claimed = Path(job.claimed_path)
+    if claimed.exists():
+        job.claimed_path = str(settle(claimed, inbox_dir(settings), ok=False,
+                                      report=_failure_report(job.script_name, stage, detail + f"\n\nWork folder: {job.work_folder}")))
+        store.save(job)

@@ -1,0 +1,127 @@
+"""GPU work in a child process the caller owns: it can be timed out and killed, and its model stays loaded.
+
+The parent sends one JSON line per shot; the child renders it with a renderer
+it keeps across requests (so the pipeline is loaded once per run) and answers
+with one JSON line. A shot that runs past its timeout, or a cancel, kills the
+child's whole process group; the next shot starts a fresh child.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from nightshift.errors import NightshiftError
+from nightshift.shot_render import ClipRecord
+
+
+class ShotFailed(NightshiftError):
+    """A shot's render raised, timed out, or its process died."""
+
+
+class RenderWorker:
+    """Parent side: spawn on first use, one request at a time, kill on timeout or close."""
+
+    def __init__(self, env: dict[str, str] | None = None) -> None:
+        self.env = env
+        self.process: subprocess.Popen[str] | None = None
+
+    def _start(self) -> subprocess.Popen[str]:
+        if self.process is None or self.process.poll() is not None:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "nightshift.render_worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                text=True, env=self.env, start_new_session=True,  # its own process group, killed as one
+            )
+        return self.process
+
+    def render(self, request: dict[str, Any], timeout_s: float) -> ClipRecord:
+        process = self._start()
+        assert process.stdin is not None and process.stdout is not None
+        try:
+            process.stdin.write(json.dumps(request) + "\n")
+            process.stdin.flush()
+        except BrokenPipeError:
+            self.kill()
+            raise ShotFailed(f"{request['shot_id']}: the render process died before the shot started") from None
+        with selectors.DefaultSelector() as selector:
+            selector.register(process.stdout, selectors.EVENT_READ)
+            if not selector.select(timeout_s):
+                self.kill()
+                raise ShotFailed(f"{request['shot_id']}: no result after {timeout_s:g} s; the render process was killed",
+                                 "raise night.shot_timeout_s if shots this long are expected")
+        line = process.stdout.readline()
+        if not line:
+            code = process.wait()
+            self.process = None
+            raise ShotFailed(f"{request['shot_id']}: the render process exited (status {code}) mid-shot")
+        answer = json.loads(line)
+        if not answer["ok"]:
+            raise ShotFailed(answer["error"], answer.get("hint", ""))
+        return ClipRecord.model_validate(answer["record"])
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.process.wait()
+        self.process = None
+
+    def close(self) -> None:
+        if self.process is not None and self.process.poll() is None and self.process.stdin is not None:
+            self.process.stdin.close()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.process = None
+
+
+def _serve(protocol_out) -> None:  # noqa: ANN001 - a text file object
+    from nightshift.config import RenderDefaults
+    from nightshift.render_job import load_plan_folder
+    from nightshift.shot_render import RendererChoice, ShotJob, make_renderer
+
+    renderers: dict[str, Any] = {}
+    for line in sys.stdin:
+        request = json.loads(line)
+        try:
+            settings = RenderDefaults.model_validate(request["settings"])
+            choice = RendererChoice(**request["choice"])
+            key = json.dumps([request["choice"], request["settings"]], sort_keys=True)
+            if key not in renderers:
+                renderers[key] = make_renderer(choice, settings)
+            plan_folder, out_folder = Path(request["plan_folder"]), Path(request["out_folder"])
+            shotlist, plan = load_plan_folder(plan_folder)
+            shot = next(s for s in shotlist.shots if s.id == request["shot_id"])
+            spec = next(s for s in plan.specs if s.shot_id == request["shot_id"])
+            (out_folder / ".work").mkdir(parents=True, exist_ok=True)
+            job = ShotJob(shot, spec, plan_folder, out_folder / "shots", out_folder / "keyframes", out_folder / ".work")
+            record = renderers[key].render(job)
+            answer = {"ok": True, "record": record.model_dump()}
+        except Exception as error:  # noqa: BLE001 - every failure goes back to the parent as data
+            answer = {"ok": False, "error": f"{request.get('shot_id')}: {type(error).__name__}: {error}",
+                      "hint": getattr(error, "hint", "")}
+        protocol_out.write(json.dumps(answer) + "\n")
+        protocol_out.flush()
+
+
+def main() -> None:
+    # The protocol owns the real stdout; anything a library prints goes to stderr instead.
+    protocol_out = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    try:
+        _serve(protocol_out)
+    finally:
+        protocol_out.close()
+
+
+if __name__ == "__main__":
+    main()
