@@ -1,0 +1,235 @@
+"""The night: inbox claims, the durable queue, Prefect flows, delivery, kill-and-restart, one render per GPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from nightshift.config import Settings
+from nightshift.delivery import delivery_folder, read_manifest
+from nightshift.inbox import StabilityTracker, claim, is_candidate, leftover_claims
+from nightshift.night import in_window, job_store
+from nightshift.shot_render import sha256_file
+from renderers.encode import probe
+
+FAST_RENDER = {"NIGHTSHIFT_RENDER__FPS": "8", "NIGHTSHIFT_RENDER__WIDTH": "256", "NIGHTSHIFT_RENDER__HEIGHT": "160",
+               "NIGHTSHIFT_NIGHT__STABLE_S": "0.5", "NIGHTSHIFT_NIGHT__POLL_S": "0.2", "NIGHTSHIFT_PLANNER__KIND": "rules"}
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    os.environ.update({"PREFECT_HOME": str(tmp_path_factory.mktemp("prefect-home")), "DO_NOT_TRACK": "1",
+                       "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
+    from prefect.settings import temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    with temporary_settings(updates={"flows.heartbeat_frequency": None}), prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    for key, value in FAST_RENDER.items():
+        monkeypatch.setenv(key, value)
+    (tmp_path / "inbox").mkdir()
+    return Settings(project_dir=tmp_path)
+
+
+def _wait(condition: Callable[[], object], timeout: float, what: str) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def _deliveries(settings: Settings) -> list[Path]:
+    root = settings.resolve(settings.paths.output)
+    return sorted(p for p in root.glob("*/*") if (p / "manifest.json").is_file()) if root.is_dir() else []
+
+
+# --------------------------------------------------------------------------- plain functions
+
+
+def test_window_wraps_midnight() -> None:
+    at = lambda h, m=0: datetime(2026, 11, 21, h, m)  # noqa: E731
+    assert in_window(at(1), "01:00", "07:00") and not in_window(at(7), "01:00", "07:00")
+    assert in_window(at(23), "22:00", "06:00") and in_window(at(5, 59), "22:00", "06:00")
+    assert not in_window(at(12), "22:00", "06:00")
+
+
+def test_inbox_takes_only_complete_scripts(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for name in (".hidden.fountain", "draft.fountain.swp", "still.png", "notes~"):
+        (inbox / name).write_text("x")
+    (inbox / "folder.fountain").mkdir()
+    (inbox / "link.fountain").symlink_to(tmp_path / "outside.txt")
+    assert not any(is_candidate(p)[0] for p in inbox.iterdir())
+
+    script = inbox / "growing.fountain"
+    script.write_text("INT. ROOM - NIGHT\n\n")
+    tracker = StabilityTracker(stable_s=1.0)
+    assert not tracker.ready(script, now=0.0)
+    with script.open("a") as handle:
+        handle.write("More is being written.\n")
+    assert not tracker.ready(script, now=0.9)  # it grew: the clock restarts
+    assert not tracker.ready(script, now=1.5)
+    assert tracker.ready(script, now=2.0)
+
+    claimed = claim(script, inbox)
+    assert claimed is not None and claimed.path.name == "growing.fountain" and not script.exists()
+    assert claim(script, inbox) is None  # already gone: nobody else gets it
+    assert leftover_claims(inbox) == [claimed.path]
+
+
+def test_second_delivery_same_day_gets_a_suffix(tmp_path: Path) -> None:
+    night = datetime(2026, 11, 21, 1, 30)
+    first = delivery_folder(tmp_path, night, "lighthouse")
+    first.mkdir(parents=True)
+    assert first == tmp_path / "2026-11-21" / "lighthouse"
+    assert delivery_folder(tmp_path, night, "lighthouse").name == "lighthouse-2"
+
+
+# --------------------------------------------------------------------------- through Prefect
+
+
+def _serve(settings: Settings, **kwargs) -> tuple[threading.Thread, threading.Event, list[str]]:
+    from flows.serve import InboxService
+
+    said: list[str] = []
+    service = InboxService(settings, say=said.append, **kwargs)
+    stop = threading.Event()
+    thread = threading.Thread(target=service.run, kwargs={"stop": stop}, daemon=True)
+    thread.start()
+    return thread, stop, said
+
+
+def test_serve_delivers_dedupes_and_survives_bad_input(prefect_server: None, project: Settings, corpus: Path) -> None:
+    inbox = project.resolve(project.paths.inbox)
+    thread, stop, said = _serve(project, now=True, renderer="animatic")
+    try:
+        # A partial file is not taken while it is still being written.
+        partial = inbox / "paper_boat.txt"
+        text = (corpus / "paper_boat.txt").read_bytes()
+        partial.write_bytes(text[: len(text) // 2])
+        time.sleep(0.3)
+        assert partial.exists(), "a file still being written was taken"
+        partial.write_bytes(text)
+
+        delivered = _wait(lambda: _deliveries(project), 240, "the first delivery")[0]
+        (inbox / "empty.fountain").write_text("   \n")
+        (inbox / "copy of paper_boat.txt").write_bytes(text)  # same content, other name
+        _wait(lambda: (inbox / "failed" / "empty.fountain.error.txt").exists(), 60, "the failure report")
+        _wait(lambda: (inbox / "done" / "copy of paper_boat.txt.duplicate.txt").exists(), 60, "the duplicate note")
+        assert "empty" in (inbox / "failed" / "empty.fountain.error.txt").read_text().lower()
+        assert thread.is_alive()
+    finally:
+        stop.set()
+        thread.join(60)
+    assert _deliveries(project) == [delivered]
+    assert (inbox / "done" / "paper_boat.txt").is_file() and not list((inbox / ".claimed").iterdir())
+    day = datetime.now().strftime("%Y-%m-%d")
+    assert delivered.parent.name == day and delivered.name == "paper-boat"
+    manifest = read_manifest(delivered)
+    for entry in manifest.files:
+        assert sha256_file(delivered / entry.path) == entry.sha256
+    names = {e.path for e in manifest.files}
+    assert {"shotlist.json", "renderplan.json", "paper-boat.mp4"} <= names
+    for clip in manifest.clips:
+        info = probe(delivered / clip.file)
+        assert (info.width, info.height, info.frames) == (3840, 2160, clip.frames) and clip.animatic
+    assert any("renderer animatic" in line or "delivered" in line for line in said)
+
+
+def test_window_keeps_work_queued_until_it_opens(prefect_server: None, project: Settings, corpus: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    hour = datetime.now().hour
+    closed = f"{(hour + 2) % 24:02d}:00", f"{(hour + 3) % 24:02d}:00"
+    monkeypatch.setenv("NIGHTSHIFT_NIGHT__WINDOW_START", closed[0])
+    monkeypatch.setenv("NIGHTSHIFT_NIGHT__WINDOW_END", closed[1])
+    settings = Settings(project_dir=project.project_dir)
+    from flows.serve import InboxService
+
+    (settings.resolve(settings.paths.inbox) / "paper_boat.txt").write_bytes((corpus / "paper_boat.txt").read_bytes())
+    service = InboxService(settings, renderer="animatic", say=lambda _m: None)
+    _wait(lambda: service.scan() or job_store(settings).pending(), 30, "the claim")
+    assert not service.window_open() and service.render_queue() == []
+    assert [j.state for j in job_store(settings).pending()] == ["queued"] and not _deliveries(settings)
+
+    monkeypatch.setenv("NIGHTSHIFT_NIGHT__WINDOW_START", f"{hour:02d}:00")
+    monkeypatch.setenv("NIGHTSHIFT_NIGHT__WINDOW_END", f"{(hour + 1) % 24:02d}:59")
+    opened = InboxService(Settings(project_dir=project.project_dir), renderer="animatic", say=lambda _m: None)
+    assert opened.window_open() and len(opened.render_queue()) == 1
+    assert not job_store(settings).pending() and len(_deliveries(settings)) == 1
+
+
+def test_two_scripts_never_render_on_one_gpu_at_once(prefect_server: None, project: Settings, corpus: Path) -> None:
+    from flows.night import intake, render_job
+    from nightshift.inbox import claim as take
+
+    inbox = project.resolve(project.paths.inbox)
+    jobs = []
+    for name in ("paper_boat.txt", "night_train.md"):
+        (inbox / name).write_bytes((corpus / name).read_bytes())
+        claimed = take(inbox / name, inbox)
+        jobs.append(intake(str(claimed.path), name, str(project.project_dir))["job_id"])
+    threads = [threading.Thread(target=render_job, args=(job_id, job_id, str(project.project_dir), None, "animatic"))
+               for job_id in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(600)
+    intervals = []
+    for folder in _deliveries(project):
+        intervals += [(datetime.fromisoformat(c.started), datetime.fromisoformat(c.finished)) for c in read_manifest(folder).clips]
+    assert len(_deliveries(project)) == 2
+    intervals.sort()
+    for (_, end), (start, _) in zip(intervals, intervals[1:]):
+        assert start >= end, "two shots rendered at the same time on one device"
+
+
+def test_killed_mid_night_resumes_without_rerendering(project: Settings, corpus: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "DO_NOT_TRACK": "1",
+           "NIGHTSHIFT_RENDER__RENDERER": "animatic"}
+    inbox = project.resolve(project.paths.inbox)
+    (inbox / "lighthouse.fountain").write_bytes((corpus / "lighthouse.fountain").read_bytes())
+    command = [sys.executable, "-m", "nightshift.cli", "serve", "--now", "--once"]
+    first = subprocess.Popen(command, cwd=project.project_dir, env=env, start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    work = project.project_dir / ".nightshift" / "work"
+
+    def rendered() -> dict:
+        files = list(work.glob("*/renders.json")) if work.is_dir() else []
+        return json.loads(files[0].read_text())["clips"] if files else {}
+
+    try:
+        _wait(lambda: len(rendered()) >= 2, 300, "two shots rendered before the kill")
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # every Nightshift and Prefect process of that run
+        first.wait()
+    before = {c["shot_id"]: c for c in rendered()}
+    assert list((inbox / ".claimed").rglob("lighthouse.fountain")), "the claim must survive the crash"
+
+    second = subprocess.run(command, cwd=project.project_dir, env=env, capture_output=True, text=True, timeout=900)
+    assert second.returncode == 0, second.stderr[-3000:]
+    [delivered] = _deliveries(project)
+    after = {c.shot_id: c for c in read_manifest(delivered).clips}
+    for shot_id, clip in before.items():
+        if (delivered / clip["file"]).is_file() and after[shot_id].sha256 == clip["sha256"]:
+            assert after[shot_id].started == clip["started"], f"{shot_id} was rendered again"
+    assert sum(after[s].started == c["started"] for s, c in before.items()) >= len(before) - 1
+    assert (inbox / "done" / "lighthouse.fountain").is_file() and not list((inbox / ".claimed").rglob("*.fountain"))
+    assert not list(project.project_dir.glob("output/**/.*partial*"))
