@@ -103,6 +103,14 @@ def cmd_render(args: argparse.Namespace) -> int:
     plan = Path(args.plan)
     folder = plan.parent if plan.is_file() else plan
     _, render_plan = load_plan_folder(folder)
+    from nightshift.plan_files import SHOTLIST_JSON
+    from nightshift.shot_render import sha256_file
+
+    if sha256_file(folder / SHOTLIST_JSON) != render_plan.shotlist_sha256:
+        from nightshift.planning_job import plan_from_shotlist
+
+        render_plan = plan_from_shotlist(folder / SHOTLIST_JSON, settings).plan
+        _say("shotlist.json was edited: render plan rebuilt; shots whose spec changed will render again")
     choice = choose_renderer(args.renderer or render.renderer, render_plan, render)
     _say(f"renderer: {choice.kind} ({choice.reason})")
     shot_ids = [s.strip() for s in args.shots.split(",") if s.strip()] if args.shots else None

@@ -17,9 +17,9 @@ from nightshift.delivery import delivery_folder, move_into_place, write_run_mani
 from nightshift.errors import NightshiftError
 from nightshift.inbox import Claim, original_name, settle
 from nightshift.jobs import Job, JobStore
-from nightshift.render_job import assemble_folder, load_plan_folder, load_records, save_records
+from nightshift.render_job import assemble_folder, is_shot_done, load_plan_folder, load_records, save_records
 from nightshift.schemas import RenderSpec, slugify
-from nightshift.shot_render import ClipRecord, RendererChoice, choose_renderer, sha256_file, spec_sha256
+from nightshift.shot_render import ClipRecord, RendererChoice, choose_renderer
 
 
 def job_store(settings: Settings) -> JobStore:
@@ -97,14 +97,6 @@ def _failure_report(name: str, stage: str, detail: str) -> str:
 
 
 # --------------------------------------------------------------------------- rendering
-
-
-def is_shot_done(folder: Path, spec: RenderSpec, record: ClipRecord | None) -> bool:
-    """Done means: a record for exactly this spec, and the clip on disk still has the recorded hash."""
-    if record is None or record.spec_sha256 != spec_sha256(spec):
-        return False
-    clip = folder / record.file
-    return clip.is_file() and sha256_file(clip) == record.sha256
 
 
 def shots_to_render(job: Job) -> list[RenderSpec]:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from nightshift.errors import NightshiftError
 from nightshift.plan_files import RENDERPLAN_JSON, SHOTLIST_JSON, load_renderplan, load_shotlist, write_atomic
-from nightshift.schemas import RenderPlan, ShotList, slugify
-from nightshift.shot_render import AnimaticShotRenderer, ClipRecord, ShotJob, ShotRenderer, sha256_file
+from nightshift.schemas import RenderPlan, RenderSpec, ShotList, slugify
+from nightshift.shot_render import AnimaticShotRenderer, ClipRecord, ShotJob, ShotRenderer, now_utc, sha256_file, spec_sha256
 from renderers.assemble import CutEntry, assemble_cut
 from renderers.encode import EncodeSettings
 
@@ -43,6 +43,29 @@ def save_records(folder: Path, records: dict[str, ClipRecord]) -> None:
     write_atomic(folder / RENDERS_JSON, json.dumps({"clips": [r.model_dump() for r in records.values()]}, indent=2))
 
 
+def is_shot_done(folder: Path, spec: RenderSpec, record: ClipRecord | None) -> bool:
+    """Done means: a record for exactly this spec, and the clip on disk still has the recorded hash."""
+    if record is None or record.spec_sha256 != spec_sha256(spec):
+        return False
+    clip = folder / record.file
+    return clip.is_file() and sha256_file(clip) == record.sha256
+
+
+def refresh_manifest(folder: Path, note: str) -> None:
+    """A delivery re-rendered in place gets its run manifest brought up to date, with the change noted."""
+    from nightshift.delivery import MANIFEST_JSON, list_files, read_manifest
+
+    if not (folder / MANIFEST_JSON).is_file():
+        return
+    manifest = read_manifest(folder)
+    _, plan = load_plan_folder(folder)
+    records = load_records(folder)
+    manifest.clips = [records[s.shot_id] for s in plan.specs if s.shot_id in records]
+    manifest.history.append(note)
+    manifest.files = list_files(folder)
+    write_atomic(folder / MANIFEST_JSON, manifest.model_dump_json(indent=2))
+
+
 def assemble_folder(folder: Path, plan: RenderPlan, encode: EncodeSettings = EncodeSettings()) -> Path:
     """Join every rendered shot of `plan` found in folder/shots into <slug>.mp4, in shot-list order."""
     shots_dir = folder / "shots"
@@ -60,15 +83,16 @@ def render_plan_folder(plan_folder: Path, shot_ids: list[str] | None = None, out
     shotlist, plan = load_plan_folder(plan_folder)
     renderer = renderer or AnimaticShotRenderer(encode=encode)
     shots = {s.id: s for s in shotlist.shots}
-    wanted = shot_ids or [spec.shot_id for spec in plan.specs]
+    folder = out_dir or plan_folder
+    records = load_records(folder)
+    # Without --shots: every shot whose clip is missing, altered, or was made from a different spec.
+    wanted = shot_ids or [s.shot_id for s in plan.specs if not is_shot_done(folder, s, records.get(s.shot_id))]
     unknown = [i for i in wanted if i not in shots]
     if unknown:
         raise NightshiftError(f"{plan_folder}: no shot {', '.join(unknown)} in this plan",
                               f"shot ids look like {plan.specs[0].shot_id}; see shotlist.md")
-    folder = out_dir or plan_folder
     work_dir = folder / ".work"
     work_dir.mkdir(parents=True, exist_ok=True)
-    records = load_records(folder)
     for spec in plan.specs:
         if spec.shot_id not in wanted:
             continue
@@ -82,5 +106,7 @@ def render_plan_folder(plan_folder: Path, shot_ids: list[str] | None = None, out
     cut = assemble_folder(folder, plan, encode)
     if not any(work_dir.iterdir()):
         work_dir.rmdir()
+    if wanted:
+        refresh_manifest(folder, f"{now_utc()} re-rendered {', '.join(wanted)} with {renderer.name}; cut re-assembled")
     ordered = [records[s.shot_id] for s in plan.specs if s.shot_id in records]
     return RenderResult(folder, ordered, cut)

@@ -233,3 +233,27 @@ def test_killed_mid_night_resumes_without_rerendering(project: Settings, corpus:
     assert sum(after[s].started == c["started"] for s, c in before.items()) >= len(before) - 1
     assert (inbox / "done" / "lighthouse.fountain").is_file() and not list((inbox / ".claimed").rglob("*.fountain"))
     assert not list(project.project_dir.glob("output/**/.*partial*"))
+
+
+def test_run_delivers_with_the_tiny_diffusers_pipeline(prefect_server: None, project: Settings, corpus: Path,
+                                                       tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.night import run_script
+    from nightshift.inbox import claim as take
+    from tests.tiny_models import build_ltx
+
+    model = build_ltx(tmp_path / "tiny-ltx")
+    for key, value in {"FAMILY": "ltx", "MODEL_ID": str(model), "WIDTH": "32", "HEIGHT": "32", "STEPS": "2",
+                       "GUIDANCE": "1.0", "DEVICE": "cpu", "QUANTIZATION": "none"}.items():
+        monkeypatch.setenv(f"NIGHTSHIFT_RENDER__{key}", value)
+    inbox = project.resolve(project.paths.inbox)
+    (inbox / "paper_boat.txt").write_bytes((corpus / "paper_boat.txt").read_bytes())
+    claimed = take(inbox / "paper_boat.txt", inbox)
+    folder = Path(run_script(str(claimed.path), "paper_boat.txt", str(project.project_dir), None, "diffusers"))
+    manifest = read_manifest(folder)
+    assert manifest.renderer.startswith("diffusers") and folder.parent.name == datetime.now().strftime("%Y-%m-%d")
+    for clip in manifest.clips:
+        assert not clip.animatic and clip.model_id == str(model) and clip.tier == "resident"
+        assert clip.pipeline == "LTXConditionPipeline (text-to-video)"
+        info = probe(folder / clip.file)
+        assert (info.width, info.height, info.frames) == (3840, 2160, clip.frames)
+    assert (inbox / "done" / "paper_boat.txt").is_file()

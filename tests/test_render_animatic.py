@@ -94,6 +94,19 @@ def test_render_plan_as_animatic_and_rerender_one_shot(corpus: Path, tmp_path: P
     assert (out / records[0]["file"]).stat().st_mtime_ns != first_before
     assert not list(out.rglob("*.partial.mp4")) and not (out / ".work").exists()
 
+    # Nothing changed: a plain render re-renders nothing.
+    started = {r["shot_id"]: r["started"] for r in again}
+    assert main(["render", str(out)]) == 0
+    assert {r["shot_id"]: r["started"] for r in json.loads((out / "renders.json").read_text())["clips"]} == started
+    # An edited shot list re-renders exactly the shot whose spec changed.
+    data = json.loads((out / "shotlist.json").read_text())
+    data["shots"][1]["action"] = "The boat capsizes in a sudden gust."
+    (out / "shotlist.json").write_text(json.dumps(data))
+    assert main(["render", str(out)]) == 0
+    after = {r["shot_id"]: r["started"] for r in json.loads((out / "renders.json").read_text())["clips"]}
+    changed = [shot_id for shot_id in after if after[shot_id] != started[shot_id]]
+    assert changed == [data["shots"][1]["id"]]
+
 
 def test_unknown_shot_is_a_clear_error(corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "plan"
