@@ -8,12 +8,13 @@ failure to failed/ beside `<name>.error.txt`. Nothing is ever deleted.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+
+from nightshift.shot_render import sha256_file
 
 SCRIPT_SUFFIXES = {".fountain", ".spmd", ".txt", ".md", ".markdown", ".text"}
 CLAIMED, DONE, FAILED = ".claimed", "done", "failed"
@@ -68,14 +69,6 @@ class StabilityTracker:
         self.seen.pop(path, None)
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _unique(folder: Path, name: str) -> Path:
     target = folder / name
     stem, suffix = Path(name).stem, Path(name).suffix
@@ -100,7 +93,7 @@ def claim(path: Path, inbox: Path) -> Claim | None:
     except FileNotFoundError:
         holder.rmdir()
         return None
-    return Claim(path.name, target, file_sha256(target))
+    return Claim(path.name, target, sha256_file(target))
 
 
 def original_name(claimed: Path) -> str:

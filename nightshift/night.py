@@ -60,12 +60,12 @@ def intake_claim(claim: Claim | Path, settings: Settings, force: bool = False) -
     store = job_store(settings)
     inbox = inbox_dir(settings)
     if isinstance(claim, Path):  # a claim left behind by a crash
-        from nightshift.inbox import file_sha256
+        from nightshift.shot_render import sha256_file
 
         existing = store.find_claim(claim)
         if existing is not None:
             return IntakeOutcome(existing, "queued", f"{existing.script_name}: already queued as {existing.id}")
-        claim = Claim(original_name(claim), claim, file_sha256(claim))
+        claim = Claim(original_name(claim), claim, sha256_file(claim))
     earlier = None if force else store.find_sha(claim.sha256)
     if earlier is not None:
         where = earlier.delivery or f"job {earlier.id} ({earlier.state})"

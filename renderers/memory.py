@@ -115,18 +115,15 @@ def apply_tier(pipe, tier: Tier, device: str) -> None:
     if tier in ("resident", "resident_tiled"):
         pipe.to(device)
     elif tier == "group_offload":
-        on_cuda = device.startswith("cuda")
+        from diffusers.hooks import apply_group_offloading
+
         for name, component in pipe.components.items():
             if not isinstance(component, torch.nn.Module):
                 continue
-            if name in ("transformer", "transformer_2", "text_encoder") and hasattr(component, "enable_group_offload"):
-                component.enable_group_offload(onload_device=torch.device(device), offload_device=torch.device("cpu"),
-                                               offload_type="block_level", num_blocks_per_group=1, use_stream=on_cuda)
-            elif name in ("transformer", "transformer_2", "text_encoder"):
-                from diffusers.hooks import apply_group_offloading
-
+            if name in ("transformer", "transformer_2", "text_encoder"):
                 apply_group_offloading(component, onload_device=torch.device(device), offload_device=torch.device("cpu"),
-                                       offload_type="block_level", num_blocks_per_group=1, use_stream=on_cuda)
+                                       offload_type="block_level", num_blocks_per_group=1,
+                                       use_stream=device.startswith("cuda"))
             else:
                 component.to(device)
     elif tier == "model_offload":

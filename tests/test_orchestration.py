@@ -227,10 +227,9 @@ def test_killed_mid_night_resumes_without_rerendering(project: Settings, corpus:
     assert second.returncode == 0, second.stderr[-3000:]
     [delivered] = _deliveries(project)
     after = {c.shot_id: c for c in read_manifest(delivered).clips}
+    # A record is written only after its clip is complete, so every shot recorded before the kill is kept.
     for shot_id, clip in before.items():
-        if (delivered / clip["file"]).is_file() and after[shot_id].sha256 == clip["sha256"]:
-            assert after[shot_id].started == clip["started"], f"{shot_id} was rendered again"
-    assert sum(after[s].started == c["started"] for s, c in before.items()) >= len(before) - 1
+        assert after[shot_id].started == clip["started"], f"{shot_id} was rendered again"
     assert (inbox / "done" / "lighthouse.fountain").is_file() and not list((inbox / ".claimed").rglob("*.fountain"))
     assert not list(project.project_dir.glob("output/**/.*partial*"))
 

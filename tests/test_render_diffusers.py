@@ -272,8 +272,10 @@ def test_render_cli_with_diffusers_makes_4k_clips_with_audio(corpus: Path, tmp_p
         assert info.has_audio and info.audio_codec == "aac" and record["audio"]
         assert not record["animatic"] and record["tier"] == "resident" and record["quantization"] == "none"
         assert record["keyframes"] and all((plan / k).is_file() for k in record["keyframes"])
-    cut = probe(plan / "paper-boat.mp4") if (plan / "paper-boat.mp4").exists() else probe(next(plan.glob("*.mp4")))
-    assert cut.frames == sum(s["num_frames"] for s in specs) or cut.frames > 0
+    cut = probe(plan / "paper-boat.mp4")
+    rendered = sum(s["num_frames"] for s in specs)
+    crossfade = round(0.5 * specs[0]["fps"]) if specs[0]["transition"] == "crossfade" else 0
+    assert (cut.width, cut.height) == (3840, 2160) and cut.frames == rendered - crossfade
 
 
 def test_render_cli_wan_end_to_end(corpus: Path, tmp_path: Path, tiny: dict[str, Path],
