@@ -69,10 +69,17 @@ class RenderDefaults(_Section):
     keyframe_model: str | None = Field(
         None, description="A local text-to-image model for first/last frames (e.g. black-forest-labs/FLUX.1-schnell)."
     )
+    ltx_latent_upsampler: str | None = Field(
+        None, description="LTX-Video only: a spatial latent upsampler (e.g. Lightricks/ltxv-spatial-upscaler-0.9.7): "
+        "render at half size, upsample the latents 2x, refine at full size.")
     keyframe_steps: int = Field(4, ge=1, le=200)
     keyframe_guidance: float = Field(0.0, ge=0, le=50)
     upscale_fit: Literal["pad", "crop"] = "pad"
     upscale_sharpen: float = Field(0.0, ge=0, le=1, description="FFmpeg cas strength after the 4K scale.")
+    upscale_model: Path | None = Field(
+        None, description="A local super-resolution weights file (.pth/.safetensors, loaded with spandrel) run before "
+        "the 4K fit on diffusers renders; empty: FFmpeg lanczos only.")
+    upscale_tile: int = Field(512, ge=64, le=4096, description="Tile size in pixels for the super-resolution model.")
     codec: Literal["libx264", "libx265"] = "libx264"
     crf: int = Field(18, ge=0, le=51)
     preset: str = "veryfast"

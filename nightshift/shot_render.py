@@ -137,15 +137,24 @@ def choose_renderer(requested: str, plan: RenderPlan, settings: RenderDefaults) 
 class _Finish:
     upscale: UpscaleSettings
     encode: EncodeSettings
+    model_path: Path | None = None  # a super-resolution weights file, loaded once per run, before any shot
+    device: str = "cpu"
+    tile: int = 512
+
+    def __post_init__(self) -> None:
+        from renderers.upscale_model import load_super_resolution
+
+        self.model = load_super_resolution(self.model_path, self.device, self.tile) if self.model_path else None
 
     def native_to_4k(self, job: ShotJob, native: Path) -> Path:
         final = job.shots_dir / f"{job.spec.shot_id}.mp4"
-        upscale_to_4k(native, final, self.upscale, self.encode)
+        upscale_to_4k(native, final, self.upscale, self.encode, self.model)
         native.unlink(missing_ok=True)
         return final
 
     def describe(self) -> str:
-        return f"{self.upscale.width}x{self.upscale.height} {self.upscale.scaler} {self.upscale.fit}" + (
+        model = f"{self.model.describe()} then " if self.model is not None else ""
+        return model + f"{self.upscale.width}x{self.upscale.height} {self.upscale.scaler} {self.upscale.fit}" + (
             f" cas {self.upscale.sharpen:g}" if self.upscale.sharpen else "")
 
 
@@ -186,10 +195,12 @@ class DiffusersShotRenderer:
         from renderers.keyframes import TextToImage
         from renderers.video import BackendOptions
 
-        self.finish = _Finish(self.upscale, self.encode)
+        self.finish = _Finish(self.upscale, self.encode, self.settings.upscale_model, self.device,
+                              self.settings.upscale_tile)
         self.options = BackendOptions(device=self.device, quantization=self.settings.quantization,
                                       tier=self.settings.tier, gguf_file=self.settings.gguf_file,
-                                      models_dir=self.settings.models_dir)
+                                      models_dir=self.settings.models_dir,
+                                      latent_upsampler=self.settings.ltx_latent_upsampler)
         self.backends: dict[str, object] = {}
         self.text_to_image = (TextToImage(self.settings.keyframe_model, self.device, self.settings.models_dir,
                                           self.settings.keyframe_steps, self.settings.keyframe_guidance)

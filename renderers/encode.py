@@ -79,34 +79,42 @@ def add_video_stream(container: av.container.OutputContainer, width: int, height
     return stream
 
 
-def add_audio_stream(container: av.container.OutputContainer, audio: np.ndarray,
+def add_audio_stream(container: av.container.OutputContainer, channels: int,
                      sample_rate: int) -> av.audio.stream.AudioStream:
-    """An AAC stream for a float waveform (channels, samples) in [-1, 1]; add it before muxing anything."""
-    if audio.ndim != 2 or audio.shape[0] not in (1, 2):
-        raise ValueError(f"audio must be (channels, samples) with 1 or 2 channels, not {audio.shape}")
+    """An AAC stream for float audio with 1 or 2 channels; add it before muxing anything."""
+    if channels not in (1, 2):
+        raise ValueError(f"audio must have 1 or 2 channels, not {channels}")
     if sample_rate <= 0:
         raise ValueError(f"audio sample rate {sample_rate} must be positive")
-    stream = container.add_stream("aac", rate=sample_rate, layout="mono" if audio.shape[0] == 1 else "stereo")
+    stream = container.add_stream("aac", rate=sample_rate, layout="mono" if channels == 1 else "stereo")
     stream.bit_rate = 192_000
     return stream
 
 
-def write_audio(container: av.container.OutputContainer, stream: av.audio.stream.AudioStream, audio: np.ndarray) -> None:
-    chunk = 1024 * 16
-    for start in range(0, audio.shape[1], chunk):
-        piece = np.ascontiguousarray(audio[:, start:start + chunk], dtype=np.float32)
-        frame = av.AudioFrame.from_ndarray(piece, format="fltp", layout=stream.layout.name)
-        frame.sample_rate = stream.rate
-        frame.pts = start
-        container.mux(stream.encode(frame))
+def write_audio(container: av.container.OutputContainer, stream: av.audio.stream.AudioStream,
+                audio: np.ndarray | Iterable[np.ndarray]) -> None:
+    """Encode (channels, samples) float blocks in [-1, 1], one block or a stream of them, then flush."""
+    chunk, written = 1024 * 16, 0
+    for block in [audio] if isinstance(audio, np.ndarray) else audio:
+        for start in range(0, block.shape[1], chunk):
+            piece = np.ascontiguousarray(block[:, start:start + chunk], dtype=np.float32)
+            frame = av.AudioFrame.from_ndarray(piece, format="fltp", layout=stream.layout.name)
+            frame.sample_rate = stream.rate
+            frame.pts = written
+            written += piece.shape[1]
+            container.mux(stream.encode(frame))
     container.mux(stream.encode(None))
 
 
 def encode_frames(frames: Iterable[np.ndarray], final: Path, fps: float | Fraction,
-                  settings: EncodeSettings = EncodeSettings(), audio: np.ndarray | None = None,
-                  sample_rate: int | None = None) -> int:
+                  settings: EncodeSettings = EncodeSettings(), audio: np.ndarray | Iterable[np.ndarray] | None = None,
+                  sample_rate: int | None = None, channels: int | None = None) -> int:
     """Encode RGB uint8 frames (H, W, 3), one at a time, into `final`, with an AAC track when `audio` is
-    given as (channels, samples) floats. Returns the frame count."""
+    given as (channels, samples) floats, whole or as a stream of blocks. Returns the frame count."""
+    if audio is not None:
+        channels = audio.shape[0] if isinstance(audio, np.ndarray) and audio.ndim == 2 else channels
+        if channels is None:
+            raise ValueError("streamed audio needs its channel count")
     count = 0
     with atomic_output(final) as tmp:
         with av.open(str(tmp), "w", format="mp4") as container:
@@ -116,7 +124,7 @@ def encode_frames(frames: Iterable[np.ndarray], final: Path, fps: float | Fracti
                     height, width = array.shape[:2]
                     stream = add_video_stream(container, width, height, fps, settings)
                     if audio is not None:
-                        audio_stream = add_audio_stream(container, audio, sample_rate or 0)
+                        audio_stream = add_audio_stream(container, channels, sample_rate or 0)
                 frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
                 frame.pts = count
                 container.mux(stream.encode(frame))

@@ -8,12 +8,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import av
 from av.filter import Graph
 
 from renderers.encode import EncodeSettings, add_video_stream, atomic_output, exact_rate
+
+if TYPE_CHECKING:
+    from renderers.upscale_model import SuperResolution
 
 
 @dataclass(frozen=True)
@@ -48,8 +51,12 @@ def filter_chain(settings: UpscaleSettings) -> list[tuple[str, str]]:
 
 
 def upscale_to_4k(source: Path, final: Path, settings: UpscaleSettings = UpscaleSettings(),
-                  encode: EncodeSettings = EncodeSettings()) -> int:
-    """Upscale `source` into `final` (written atomically). Returns the number of frames written."""
+                  encode: EncodeSettings = EncodeSettings(), model: SuperResolution | None = None) -> int:
+    """Upscale `source` into `final` (written atomically). Returns the number of frames written.
+
+    With `model`, each decoded frame first goes through the super-resolution network (tiled),
+    and the FFmpeg chain fits its output to the target size.
+    """
     count = 0
     with av.open(str(source)) as reader, atomic_output(final) as tmp, av.open(str(tmp), "w", format="mp4") as writer:
         video_in = reader.streams.video[0]
@@ -60,7 +67,12 @@ def upscale_to_4k(source: Path, final: Path, settings: UpscaleSettings = Upscale
         audio_out = writer.add_stream("aac", rate=audio_in.rate) if audio_in is not None else None
 
         graph = Graph()
-        node = graph.add_buffer(template=video_in)
+        if model is None:
+            node = graph.add_buffer(template=video_in)
+        else:
+            node = graph.add_buffer(width=video_in.codec_context.width * model.scale,
+                                    height=video_in.codec_context.height * model.scale, format="rgb24",
+                                    time_base=video_in.time_base)
         for name, args in filter_chain(settings):
             nxt = graph.add(name, args)
             node.link_to(nxt)
@@ -77,7 +89,7 @@ def upscale_to_4k(source: Path, final: Path, settings: UpscaleSettings = Upscale
                     writer.mux(audio_out.encode(audio_frame))
                 continue
             for frame in packet.decode():
-                graph.push(frame)
+                graph.push(frame if model is None else _super_resolve(model, frame))
                 count += _drain(graph, writer, video_out, count, tick)
         graph.push(None)
         count += _drain(graph, writer, video_out, count, tick)
@@ -85,6 +97,12 @@ def upscale_to_4k(source: Path, final: Path, settings: UpscaleSettings = Upscale
         if audio_out is not None:
             writer.mux(audio_out.encode(None))
     return count
+
+
+def _super_resolve(model: SuperResolution, frame: av.VideoFrame) -> av.VideoFrame:
+    result = av.VideoFrame.from_ndarray(model.upscale_rgb(frame.to_ndarray(format="rgb24")), format="rgb24")
+    result.pts, result.time_base = frame.pts, frame.time_base
+    return result
 
 
 def _drain(graph: Graph, writer: av.container.OutputContainer, stream: av.video.stream.VideoStream, start: int,

@@ -53,6 +53,7 @@ class BackendOptions:
     tier: str = "auto"  # a memory tier or auto
     gguf_file: Path | None = None
     models_dir: Path | None = None
+    latent_upsampler: str | None = None  # LTX-Video: a spatial latent upsampler (model id or folder)
 
 
 @dataclass

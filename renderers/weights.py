@@ -28,15 +28,19 @@ def download_command(model_id: str) -> str:
     return f"hf download {model_id}"
 
 
-def resolve_weights(model_id: str, models_dir: Path | None = None, allow_download: bool = False) -> WeightsLocation:
-    """Where `model_id`'s diffusers folder is: a path, `<models_dir>/<org>/<name>`, or the HF cache."""
+def resolve_weights(model_id: str, models_dir: Path | None = None, allow_download: bool = False,
+                    marker: str = "model_index.json") -> WeightsLocation:
+    """Where `model_id`'s diffusers folder is: a path, `<models_dir>/<org>/<name>`, or the HF cache.
+
+    `marker` is the file that proves the folder is the right kind: a pipeline's model_index.json,
+    or a single model's config.json."""
     direct = Path(model_id).expanduser()
     if direct.is_dir():
-        return WeightsLocation(model_id, _check_folder(direct), "folder", None)
+        return WeightsLocation(model_id, _check_folder(direct, marker), "folder", None)
     if models_dir is not None:
         for candidate in (models_dir / model_id, models_dir / model_id.replace("/", "--")):
             if candidate.is_dir():
-                return WeightsLocation(model_id, _check_folder(candidate), "folder", None)
+                return WeightsLocation(model_id, _check_folder(candidate, marker), "folder", None)
     if "/" not in model_id or model_id.count("/") > 1:
         raise ModelNotAvailable(f"model {model_id!r}: no such folder",
                                 "give a folder holding a diffusers model_index.json, or a Hugging Face repo id like Org/Name")
@@ -51,13 +55,14 @@ def resolve_weights(model_id: str, models_dir: Path | None = None, allow_downloa
             f"model {model_id} is not in the Hugging Face cache{where}; nothing is downloaded during a render",
             f"download it once with: {download_command(model_id)}   (or set render.models_dir to a folder holding it)",
         ) from None
-    return WeightsLocation(model_id, _check_folder(snapshot), "hf-cache", snapshot.name)
+    return WeightsLocation(model_id, _check_folder(snapshot, marker), "hf-cache", snapshot.name)
 
 
-def _check_folder(path: Path) -> Path:
-    if not (path / "model_index.json").is_file():
-        raise ModelNotAvailable(f"{path}: not a diffusers model folder (no model_index.json)",
-                                "point at the folder that holds model_index.json, transformer/, vae/ ...")
+def _check_folder(path: Path, marker: str = "model_index.json") -> Path:
+    if not (path / marker).is_file():
+        raise ModelNotAvailable(f"{path}: not a diffusers model folder (no {marker})",
+                                f"point at the folder that holds {marker}"
+                                + (", transformer/, vae/ ..." if marker == "model_index.json" else ""))
     return path
 
 

@@ -113,3 +113,46 @@ def test_unknown_shot_is_a_clear_error(corpus: Path, tmp_path: Path, capsys: pyt
     main(["plan", str(corpus / "paper_boat.txt"), "--planner", "rules", "--out", str(out)])
     assert main(["render", str(out), "--shots", "s09-sh09"]) == 1
     assert "no shot s09-sh09" in capsys.readouterr().err
+
+
+def _rms_by_second(path: Path) -> tuple[list[float], int]:
+    import av
+
+    with av.open(str(path)) as container:
+        rate = container.streams.audio[0].rate
+        samples = np.concatenate([f.to_ndarray() for f in container.decode(audio=0)], axis=1)
+    return [float(np.sqrt(np.mean(samples[:, i:i + rate] ** 2))) for i in range(0, samples.shape[1] - rate + 1, rate)], rate
+
+
+@pytest.mark.parametrize("transition", ["cut", "crossfade"])
+def test_cut_keeps_each_shots_sound_in_place(tmp_path: Path, transition: str) -> None:
+    from nightshift.schemas import Transition
+    from renderers.assemble import CutEntry, assemble_cut
+
+    rate, seconds = 16000, 1.0
+    tone = 0.5 * np.sin(2 * np.pi * 440 * np.arange(int(rate * seconds)) / rate).astype(np.float32)
+    clips = []
+    for name, sound in (("a", np.stack([tone, tone])), ("b", None), ("c", np.stack([tone, tone]))):
+        clip = tmp_path / f"{name}.mp4"
+        encode_frames(_frames(24), clip, 24, audio=sound, sample_rate=rate if sound is not None else None)
+        clips.append(clip)
+    cut = tmp_path / "cut.mp4"
+    frames = assemble_cut([CutEntry(c, Transition(transition)) for c in clips], cut)
+    info = probe(cut)
+    assert info.has_audio and info.audio_codec == "aac" and info.audio_rate == rate
+    assert info.frames == frames == (72 if transition == "cut" else 72 - 2 * 12)
+    assert info.audio_duration_s == pytest.approx(info.duration_s, abs=0.07)  # AAC pads up to one 1024-sample frame
+    if transition == "cut":
+        loudness, _ = _rms_by_second(cut)
+        assert loudness[0] > 0.2 and loudness[1] < 0.01 and loudness[2] > 0.2  # tone, silence under b, tone
+
+
+def test_silent_shots_make_a_silent_cut(tmp_path: Path) -> None:
+    from nightshift.schemas import Transition
+    from renderers.assemble import CutEntry, assemble_cut
+
+    clips = [tmp_path / "a.mp4", tmp_path / "b.mp4"]
+    for clip in clips:
+        encode_frames(_frames(6), clip, 24)
+    assemble_cut([CutEntry(c, Transition.cut) for c in clips], tmp_path / "cut.mp4")
+    assert not probe(tmp_path / "cut.mp4").has_audio

@@ -63,6 +63,16 @@ def build_ltx(folder: Path) -> Path:
     return folder
 
 
+def build_ltx_latent_upsampler(folder: Path, latent_channels: int = 8) -> Path:
+    """A spatial 2x latent upsampler for the tiny LTX above (its VAE has 8 latent channels)."""
+    from diffusers.pipelines.ltx.modeling_latent_upsampler import LTXLatentUpsamplerModel
+
+    torch.manual_seed(0)
+    LTXLatentUpsamplerModel(in_channels=latent_channels, mid_channels=32, num_blocks_per_stage=1, dims=3,
+                            spatial_upsample=True, temporal_upsample=False).save_pretrained(folder)
+    return folder
+
+
 def build_wan(folder: Path, image_to_video: bool = False) -> Path:
     """Text-to-video (WanPipeline) or first/last-frame image-to-video without an image encoder (Wan 2.2 A14B I2V)."""
     from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanImageToVideoPipeline, WanPipeline, WanTransformer3DModel
