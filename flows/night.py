@@ -93,46 +93,109 @@ def render_job(job_id: str, title: str, project_dir: str = ".", config: str | No
     logger = get_run_logger()
     settings = settings_for(project_dir, config)
     store = night.job_store(settings)
-    job = store.load(job_id)
+    device = choose_device(store.load(job_id), settings, renderer)
+    limit = gpu_limit_name(device)
+    ensure_gpu_limit(limit)
+    # One GPU slot for this job's whole loop: no two renders share the GPU, across flows. Taking it
+    # per shot cost ~85 ms of API round trips each, and inside a task run Prefect 3.8 answered the
+    # next acquisition 423 for ~2 s after every release (BENCHMARKS.md, orchestration).
+    with concurrency(limit, occupy=1, strict=True):
+        job = store.load(job_id)  # again, under the slot: another run may have finished it meanwhile
+        if job.state == "delivered":
+            logger.info(f"{job.script_name}: already delivered to {job.delivery}; nothing to render")
+            return job.delivery
+        if job.state == "failed":
+            raise NightshiftError(f"{job.script_name}: this job failed ({job.error})", "fix the script and drop it again")
+        paused = _render_shots(job, title, project_dir, config, renderer, respect_window, settings)
+    if paused:
+        return None
+    return _deliver_with_summary(job_id, title, project_dir, config)
+
+
+def choose_device(job, settings: Settings, renderer: str | None) -> str:  # noqa: ANN001 - a Job
+    from nightshift.shot_render import choose_renderer
+
+    _, plan = load_plan_folder(Path(job.work_folder))
+    return choose_renderer(renderer or settings.render.renderer, plan, settings.render).device
+
+
+def _render_shots(job, title: str, project_dir: str, config: str | None, renderer: str | None,  # noqa: ANN001
+                  respect_window: bool, settings: Settings) -> bool:
+    """Render what is not done yet, in order. Returns True when the window closed first."""
+    logger = get_run_logger()
+    store = night.job_store(settings)
     choice = night.start_rendering(job, settings, renderer)
     logger.info(f"{job.script_name}: renderer {choice.kind} ({choice.reason})")
     folder = Path(job.work_folder)
-    key = re.sub(r"[^a-z0-9-]+", "-", job_id.lower())
+    key = re.sub(r"[^a-z0-9-]+", "-", job.id.lower())
     create_table_artifact(key=f"shotlist-{key}", table=_shotlist_table(folder), description=f"Shot list: {title}")
     _, plan = load_plan_folder(folder)
     todo = night.shots_to_render(job)
     done = len(plan.specs) - len(todo)
     progress = create_progress_artifact(progress=100.0 * done / len(plan.specs), description=f"{title}: shots rendered")
-    limit = gpu_limit_name(choice.device)
-    ensure_gpu_limit(limit)
     worker = RenderWorker()
-    # One GPU slot for this job's whole loop: no two renders share the GPU, across flows. Taking it
-    # per shot cost ~85 ms of API round trips each, and inside a task run Prefect 3.8 answered the
-    # next acquisition 423 for ~2 s after every release (BENCHMARKS.md, orchestration).
     try:
-        with concurrency(limit, occupy=1, strict=True):
-            for spec in todo:
-                if respect_window and not night.in_window(datetime.now(), settings.night.window_start,
-                                                          settings.night.window_end):
-                    logger.info(f"window closed at {settings.night.window_end}; "
-                                f"{len(plan.specs) - done} shots wait for the next night")
-                    return None
-                try:
-                    render_shot(job_id, spec.shot_id, project_dir, config, worker, choice.__dict__)
-                except (ShotFailed, NightshiftError) as error:
-                    night.fail(store.load(job_id), settings, f"rendering {spec.shot_id}", error.report())
-                    raise
-                done += 1
-                update_progress_artifact(progress, progress=100.0 * done / len(plan.specs))
+        for spec in todo:
+            if respect_window and not night.in_window(datetime.now(), settings.night.window_start,
+                                                      settings.night.window_end):
+                logger.info(f"window closed at {settings.night.window_end}; "
+                            f"{len(plan.specs) - done} shots wait for the next night")
+                return True
+            try:
+                render_shot(job.id, spec.shot_id, project_dir, config, worker, choice.__dict__)
+            except (ShotFailed, NightshiftError) as error:
+                night.fail(store.load(job.id), settings, f"rendering {spec.shot_id}", error.report())
+                raise
+            done += 1
+            update_progress_artifact(progress, progress=100.0 * done / len(plan.specs))
     finally:
         worker.close()
+    return False
+
+
+MAX_THUMBNAILS = 60  # ~6 KB each, inlined: the UI cannot load file:// images from an http page
+
+
+def _thumbnail_uri(image) -> str:  # noqa: ANN001 - a PIL image
+    import base64
+    import io
+
+    image.thumbnail((240, 240))
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, "JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _thumbnails(delivered: Path, shot_ids: list[str]) -> list[str]:
+    """Keyframe thumbnails; for an animatic (no keyframes), each shot's first frame."""
+    import av
+    from PIL import Image
+
+    keyframes = sorted((delivered / "keyframes").glob("*.png"))[:MAX_THUMBNAILS]
+    if keyframes:
+        lines = ["", "## Keyframes", ""]
+        for path in keyframes:
+            with Image.open(path) as image:
+                lines.append(f"![{path.stem}]({_thumbnail_uri(image)})")
+        return lines
+    lines = ["", "## First frames", ""]
+    for shot_id in shot_ids[:MAX_THUMBNAILS]:
+        with av.open(str(delivered / "shots" / f"{shot_id}.mp4")) as clip:
+            frame = next(clip.decode(video=0), None)
+        if frame is not None:
+            lines.append(f"![{shot_id}]({_thumbnail_uri(frame.to_image())})")
+    return lines
+
+
+def _deliver_with_summary(job_id: str, title: str, project_dir: str, config: str | None) -> str:
     delivered = Path(deliver(job_id, title, project_dir, config))
-    thumbs = sorted((delivered / "keyframes").glob("*.png")) if (delivered / "keyframes").is_dir() else []
-    summary = [f"# {title}", "", f"Delivered to `{delivered}`", "", f"Renderer: {choice.kind} ({choice.reason})",
+    _, plan = load_plan_folder(delivered)
+    job = night.job_store(settings_for(project_dir, config)).load(job_id)
+    key = re.sub(r"[^a-z0-9-]+", "-", job_id.lower())
+    summary = [f"# {title}", "", f"Delivered to `{delivered}`", "", f"Renderer: {job.renderer}",
                f"Manifest: `{delivered / 'manifest.json'}`", "", "| shot | file |", "|---|---|"]
     summary += [f"| {s.shot_id} | `shots/{s.shot_id}.mp4` |" for s in plan.specs]
-    if thumbs:
-        summary += ["", "## Keyframes", ""] + [f"![{p.stem}]({p.as_uri()})" for p in thumbs]
+    summary += _thumbnails(delivered, [s.shot_id for s in plan.specs])
     create_markdown_artifact(key=f"delivery-{key}", markdown="\n".join(summary), description=f"Delivery: {title}")
     return str(delivered)
 

@@ -109,14 +109,14 @@ def cmd_render(args: argparse.Namespace) -> int:
     if sha256_file(folder / SHOTLIST_JSON) != render_plan.shotlist_sha256:
         from nightshift.planning_job import plan_from_shotlist
 
-        render_plan = plan_from_shotlist(folder / SHOTLIST_JSON, settings).plan
+        render_plan = plan_from_shotlist(folder / SHOTLIST_JSON, settings, source="nightshift render").plan
         _say("shotlist.json was edited: render plan rebuilt; shots whose spec changed will render again")
     choice = choose_renderer(args.renderer or render.renderer, render_plan, render)
     _say(f"renderer: {choice.kind} ({choice.reason})")
     shot_ids = [s.strip() for s in args.shots.split(",") if s.strip()] if args.shots else None
     renderer = make_renderer(choice, render)
     result = render_plan_folder(folder, shot_ids, Path(args.out) if args.out else None, renderer=renderer,
-                                progress=_say)
+                                progress=_say, settings=settings)
     kind = "as animatic" if choice.kind == "animatic" else f"with {choice.kind}"
     _say(f"{len(result.records)} shots rendered {kind}, cut: {result.cut}")
     print(result.folder)
@@ -126,8 +126,12 @@ def cmd_render(args: argparse.Namespace) -> int:
 def cmd_schema(args: argparse.Namespace) -> int:
     from nightshift.plan_files import write_schemas
 
+    from nightshift.plan_files import write_atomic
+    from nightshift.provenance import MANIFEST_SCHEMA, manifest_schema
+
     for path in write_schemas(Path(args.out)):
         print(path)
+    print(write_atomic(Path(args.out) / MANIFEST_SCHEMA, manifest_schema()))
     return 0
 
 
@@ -164,11 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--quantization", choices=("auto", "none", "fp8", "int8", "nf4", "gguf"))
     render.add_argument("--device", help="auto, cpu, cuda or cuda:N")
 
-    from nightshift.cli_night import add_commands
+    from nightshift import cli_night, cli_provenance
 
-    add_commands(commands)
+    cli_night.add_commands(commands)
+    cli_provenance.add_commands(commands)
 
-    schema = commands.add_parser("schema", help="write the JSON Schemas for shotlist.json and renderplan.json")
+    schema = commands.add_parser("schema", help="write the JSON Schemas for shotlist.json, renderplan.json, manifest.json")
     schema.add_argument("--out", default=".", help="folder to write them into")
     return parser
 
@@ -198,6 +203,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from nightshift import cli_night
 
             return getattr(cli_night, f"cmd_{args.command}")(args, settings, _say)
+        if args.command in ("verify", "reproduce"):
+            from nightshift import cli_provenance
+
+            return getattr(cli_provenance, f"cmd_{args.command}")(args, settings, _say)
     except NightshiftError as error:
         _say(f"error: {error.report()}")
         return 1

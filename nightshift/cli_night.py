@@ -32,6 +32,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--renderer", choices=("auto", "diffusers", "animatic"))
     serve.add_argument("--events-only", action="store_true",
                        help="only claim files and emit events for the intake deployment (server + workers setups)")
+    serve.add_argument("--no-deployments", action="store_true",
+                       help="with a Prefect server, do not serve the overnight/render deployments from this process")
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings, say) -> int:  # noqa: ANN001
@@ -62,9 +64,23 @@ def cmd_serve(args: argparse.Namespace, settings: Settings, say) -> int:  # noqa
     prefect_defaults()
     from flows.serve import InboxService
 
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.serve import ServedDeployments
+
     service = InboxService(settings, args.config, now=args.now, renderer=args.renderer,
                            events_only=args.events_only, say=say)
     window = "now" if args.now else f"{settings.night.window_start}-{settings.night.window_end}"
+    served = None
+    if PREFECT_API_URL.value() and not (args.events_only or args.no_deployments or args.once):
+        served = ServedDeployments(settings, args.config, args.renderer)
+        served.start()
+        say(f"serving deployments nightshift-overnight/overnight and nightshift-render/render at {PREFECT_API_URL.value()} "
+            "(no work pool needed)")
     say(f"serving {service.inbox} (renders: {window}); Ctrl-C stops")
-    service.run(once=args.once)
+    try:
+        service.run(once=args.once)
+    finally:
+        if served is not None:
+            served.stop()
     return 0

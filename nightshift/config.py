@@ -109,6 +109,15 @@ class NightSettings(_Section):
     poll_s: float = Field(1.0, gt=0, description="How often the inbox and the queue are checked.")
 
 
+class SigningSettings(_Section):
+    enabled: bool = Field(True, description="Sign every delivered MP4 with C2PA Content Credentials.")
+    cert_chain: Path | None = Field(
+        None, description="Your ES256 signing certificate with its issuers (PEM). Default: the project's local one "
+        "in .nightshift/signing/, made by `nightshift init` or the first delivery.")
+    private_key: Path | None = Field(None, description="The private key for cert_chain (PEM).")
+    tsa_url: str | None = Field(None, description="An RFC 3161 time-stamp server; none by default (nothing leaves the machine).")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="NIGHTSHIFT_", env_nested_delimiter="__", extra="forbid", toml_file=None
@@ -121,6 +130,7 @@ class Settings(BaseSettings):
     paths: PathSettings = Field(default_factory=PathSettings)
     intake: IntakeSettings = Field(default_factory=IntakeSettings)
     night: NightSettings = Field(default_factory=NightSettings)
+    signing: SigningSettings = Field(default_factory=SigningSettings)
 
     @field_validator("project_dir")
     @classmethod

@@ -10,43 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shutil
-import sys
 from datetime import datetime
 from pathlib import Path
 
-from pydantic import BaseModel, Field
-
-from nightshift import __version__
-from nightshift.plan_files import write_atomic
-from nightshift.shot_render import ClipRecord, now_utc, sha256_file
+from nightshift.provenance import Manifest
 
 MANIFEST_JSON = "manifest.json"
-RUN_MANIFEST_VERSION = "1"
-
-
-class DeliveredFile(BaseModel):
-    path: str
-    sha256: str
-    bytes: int
-
-
-class RunManifest(BaseModel):
-    manifest_version: str = RUN_MANIFEST_VERSION
-    nightshift_version: str = __version__
-    title: str
-    script_name: str
-    script_sha256: str
-    job_id: str
-    renderer: str
-    night_started: str | None
-    delivered: str
-    python: str = Field(default_factory=lambda: sys.version.split()[0])
-    machine: str = Field(default_factory=lambda: f"{platform.system()} {platform.machine()} {platform.node()}")
-    clips: list[ClipRecord]
-    files: list[DeliveredFile]
-    history: list[str] = Field(default_factory=list)
 
 
 def delivery_folder(output_root: Path, night: datetime, slug: str) -> Path:
@@ -56,22 +26,6 @@ def delivery_folder(output_root: Path, night: datetime, slug: str) -> Path:
         target = day / f"{slug}-{n}"
         n += 1
     return target
-
-
-def list_files(folder: Path) -> list[DeliveredFile]:
-    files = []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        relative = path.relative_to(folder).as_posix()
-        if relative == MANIFEST_JSON or relative.startswith(".") or "/." in relative:
-            continue
-        files.append(DeliveredFile(path=relative, sha256=sha256_file(path), bytes=path.stat().st_size))
-    return files
-
-
-def write_run_manifest(folder: Path, **fields: object) -> RunManifest:
-    manifest = RunManifest(delivered=now_utc(), files=list_files(folder), **fields)  # type: ignore[arg-type]
-    write_atomic(folder / MANIFEST_JSON, manifest.model_dump_json(indent=2))
-    return manifest
 
 
 def move_into_place(work: Path, target: Path) -> Path:
@@ -91,5 +45,5 @@ def move_into_place(work: Path, target: Path) -> Path:
     return target
 
 
-def read_manifest(folder: Path) -> RunManifest:
-    return RunManifest.model_validate(json.loads((folder / MANIFEST_JSON).read_text(encoding="utf-8")))
+def read_manifest(folder: Path) -> Manifest:
+    return Manifest.model_validate(json.loads((folder / MANIFEST_JSON).read_text(encoding="utf-8")))

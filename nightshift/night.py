@@ -13,7 +13,8 @@ from datetime import datetime, time as clock
 from pathlib import Path
 
 from nightshift.config import Settings
-from nightshift.delivery import delivery_folder, move_into_place, write_run_manifest
+from nightshift.delivery import delivery_folder, move_into_place
+from nightshift.seal import seal_delivery
 from nightshift.errors import NightshiftError
 from nightshift.inbox import Claim, original_name, settle
 from nightshift.jobs import Job, JobStore
@@ -132,6 +133,20 @@ def record_shot(job: Job, record: ClipRecord) -> None:
     save_records(folder, records)
 
 
+def render_remaining(job: Job, settings: Settings, requested: str | None = None) -> list[ClipRecord]:
+    """Render the job's remaining shots in this process: no Prefect, no child process (scripts, tests)."""
+    from nightshift.render_job import shot_job
+    from nightshift.shot_render import make_renderer
+
+    renderer = make_renderer(start_rendering(job, settings, requested), settings.render)
+    folder = Path(job.work_folder)
+    records = []
+    for spec in shots_to_render(job):
+        records.append(renderer.render(shot_job(folder, folder, spec.shot_id)))
+        record_shot(job, records[-1])
+    return records
+
+
 def deliver(job: Job, settings: Settings) -> Path:
     """Assemble, write the manifest, move into output/YYYY-MM-DD/<slug>/ and settle the script as done."""
     store = job_store(settings)
@@ -141,13 +156,11 @@ def deliver(job: Job, settings: Settings) -> Path:
     if missing:
         raise NightshiftError(f"{job.script_name}: shots {', '.join(missing)} are not rendered; nothing delivered")
     assemble_folder(work, plan)
-    records = load_records(work)
     night = datetime.fromisoformat(job.night_started) if job.night_started else datetime.now()
     target = delivery_folder(settings.resolve(settings.paths.output), night, slugify(plan.title))
-    job.log(f"delivered to {target}")
-    write_run_manifest(work, title=plan.title, script_name=job.script_name, script_sha256=job.script_sha256,
-                       job_id=job.id, renderer=job.renderer or "", night_started=job.night_started,
-                       clips=[records[s.shot_id] for s in plan.specs], history=job.history)
+    job.log(f"delivering to {target}")
+    seal_delivery(work, settings, script_name=job.script_name, script_sha256=job.script_sha256, job_id=job.id,
+                  renderer=job.renderer or "", night_started=job.night_started, history=job.history)
     delivered = move_into_place(work, target)
     job.state, job.delivery, job.work_folder = "delivered", str(delivered), str(delivered)
     store.save(job)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,6 +10,7 @@ from agents.intake import read_script
 from agents.planning import PlannerChoice, ProgressCallback, plan_script
 from agents.prompt_writer import write_render_plan
 from nightshift.config import Settings
+from nightshift.edits import PROVENANCE_DIR, record_edits, start_history
 from nightshift.plan_files import (
     load_shotlist,
     write_renderplan,
@@ -51,14 +53,24 @@ def plan_script_file(
     templates = TemplateSet(settings.templates_override_dir)
     write_schemas(folder)
     shotlist_path, shotlist_sha = write_shotlist(folder, shotlist, templates)
+    exchanges = [settings.planner_cache_dir / key[:2] / f"{key}.json" for key in shotlist.planner.exchanges]
+    start_history(folder, shotlist, script_path, script_path.name, [p for p in exchanges if p.is_file()])
     plan = write_render_plan(shotlist, shotlist_sha, settings.render, templates)
     return PlanResult(folder, shotlist, plan, shotlist_path, write_renderplan(folder, plan))
 
 
-def plan_from_shotlist(shotlist_path: Path, settings: Settings, out_dir: Path | None = None) -> PlanResult:
-    """Rebuild renderplan.json (and shotlist.md) from a shotlist.json the user edited; the json is not rewritten."""
+def plan_from_shotlist(shotlist_path: Path, settings: Settings, out_dir: Path | None = None,
+                       source: str = "nightshift plan --from-shotlist") -> PlanResult:
+    """Rebuild renderplan.json (and shotlist.md) from a shotlist.json the user edited; the json is not rewritten.
+
+    The changes since the last shot list seen are appended to the edit history (provenance/edits.json)."""
+    from nightshift.shot_render import now_utc
+
     shotlist, shotlist_sha = load_shotlist(shotlist_path)
     folder = out_dir or shotlist_path.parent
+    if folder.resolve() != shotlist_path.parent.resolve() and (shotlist_path.parent / PROVENANCE_DIR).is_dir():
+        shutil.copytree(shotlist_path.parent / PROVENANCE_DIR, folder / PROVENANCE_DIR, dirs_exist_ok=True)
+    record_edits(folder, shotlist, now_utc(), source)
     templates = TemplateSet(settings.templates_override_dir)
     write_schemas(folder)
     write_shotlist_md(folder, shotlist, templates)

@@ -32,7 +32,7 @@ def default_config_text() -> str:
         "# Environment variables override this file: NIGHTSHIFT_PLANNER__MODEL=llama3.2:3b, ...",
         "",
     ]
-    for name in ("planner", "pacing", "render", "paths", "intake", "night"):
+    for name in ("planner", "pacing", "render", "paths", "intake", "night", "signing"):
         lines += _commented_section(name, getattr(defaults, name)) + [""]
     return "\n".join(lines)
 
@@ -49,4 +49,9 @@ def init_project(folder: Path) -> list[Path]:
     if not config.exists():
         config.write_text(default_config_text(), encoding="utf-8")
         created.append(config)
+    from nightshift.signing import SIGNING_DIR, create_local_identity
+
+    if not (folder / SIGNING_DIR).is_dir():
+        identity = create_local_identity(folder / SIGNING_DIR, owner=folder.resolve().name)
+        created += [identity.chain, identity.key]
     return created

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from nightshift.config import Settings
 from nightshift.errors import NightshiftError
 from nightshift.plan_files import RENDERPLAN_JSON, SHOTLIST_JSON, load_renderplan, load_shotlist, write_atomic
 from nightshift.schemas import RenderPlan, RenderSpec, ShotList, slugify
@@ -39,6 +40,17 @@ def load_records(folder: Path) -> dict[str, ClipRecord]:
     return {r["shot_id"]: ClipRecord.model_validate(r) for r in json.loads(path.read_text())["clips"]}
 
 
+def shot_job(plan_folder: Path, out_folder: Path, shot_id: str) -> ShotJob:
+    """The work order for one shot of a plan folder, writing into out_folder/shots and keyframes."""
+    shotlist, plan = load_plan_folder(plan_folder)
+    shot = next((s for s in shotlist.shots if s.id == shot_id), None)
+    spec = next((s for s in plan.specs if s.shot_id == shot_id), None)
+    if shot is None or spec is None:
+        raise NightshiftError(f"{plan_folder}: no shot {shot_id} in this plan", "see shotlist.md for the shot ids")
+    (out_folder / ".work").mkdir(parents=True, exist_ok=True)
+    return ShotJob(shot, spec, plan_folder, out_folder / "shots", out_folder / "keyframes", out_folder / ".work")
+
+
 def save_records(folder: Path, records: dict[str, ClipRecord]) -> None:
     write_atomic(folder / RENDERS_JSON, json.dumps({"clips": [r.model_dump() for r in records.values()]}, indent=2))
 
@@ -51,19 +63,17 @@ def is_shot_done(folder: Path, spec: RenderSpec, record: ClipRecord | None) -> b
     return clip.is_file() and sha256_file(clip) == record.sha256
 
 
-def refresh_manifest(folder: Path, note: str) -> None:
-    """A delivery re-rendered in place gets its run manifest brought up to date, with the change noted."""
-    from nightshift.delivery import MANIFEST_JSON, list_files, read_manifest
+def refresh_manifest(folder: Path, note: str, settings: Settings | None = None) -> None:
+    """A delivery re-rendered in place is sealed again: new manifest, re-signed clips, the change noted."""
+    from nightshift.delivery import MANIFEST_JSON, read_manifest
+    from nightshift.seal import seal_delivery
 
     if not (folder / MANIFEST_JSON).is_file():
         return
-    manifest = read_manifest(folder)
-    _, plan = load_plan_folder(folder)
-    records = load_records(folder)
-    manifest.clips = [records[s.shot_id] for s in plan.specs if s.shot_id in records]
-    manifest.history.append(note)
-    manifest.files = list_files(folder)
-    write_atomic(folder / MANIFEST_JSON, manifest.model_dump_json(indent=2))
+    old = read_manifest(folder)
+    seal_delivery(folder, settings or Settings(), script_name=old.inputs.script.name,
+                  script_sha256=old.inputs.script.sha256, renderer=old.renderer, job_id=old.job_id,
+                  night_started=old.night_started, history=[*old.history, note])
 
 
 def assemble_folder(folder: Path, plan: RenderPlan, encode: EncodeSettings = EncodeSettings()) -> Path:
@@ -78,7 +88,7 @@ def assemble_folder(folder: Path, plan: RenderPlan, encode: EncodeSettings = Enc
 
 def render_plan_folder(plan_folder: Path, shot_ids: list[str] | None = None, out_dir: Path | None = None,
                        renderer: ShotRenderer | None = None, encode: EncodeSettings = EncodeSettings(),
-                       progress: Callable[[str], None] | None = None) -> RenderResult:
+                       progress: Callable[[str], None] | None = None, settings: Settings | None = None) -> RenderResult:
     """Render the shots of a plan folder (all, or `shot_ids`), then assemble every rendered shot into the cut."""
     shotlist, plan = load_plan_folder(plan_folder)
     renderer = renderer or AnimaticShotRenderer(encode=encode)
@@ -107,6 +117,7 @@ def render_plan_folder(plan_folder: Path, shot_ids: list[str] | None = None, out
     if not any(work_dir.iterdir()):
         work_dir.rmdir()
     if wanted:
-        refresh_manifest(folder, f"{now_utc()} re-rendered {', '.join(wanted)} with {renderer.name}; cut re-assembled")
+        refresh_manifest(folder, f"{now_utc()} re-rendered {', '.join(wanted)} with {renderer.name}; cut re-assembled",
+                         settings)
     ordered = [records[s.shot_id] for s in plan.specs if s.shot_id in records]
     return RenderResult(folder, ordered, cut)

@@ -86,8 +86,8 @@ class RenderWorker:
 
 def _serve(protocol_out) -> None:  # noqa: ANN001 - a text file object
     from nightshift.config import RenderDefaults
-    from nightshift.render_job import load_plan_folder
-    from nightshift.shot_render import RendererChoice, ShotJob, make_renderer
+    from nightshift.render_job import shot_job
+    from nightshift.shot_render import RendererChoice, make_renderer
 
     renderers: dict[str, Any] = {}
     for line in sys.stdin:
@@ -98,12 +98,7 @@ def _serve(protocol_out) -> None:  # noqa: ANN001 - a text file object
             key = json.dumps([request["choice"], request["settings"]], sort_keys=True)
             if key not in renderers:
                 renderers[key] = make_renderer(choice, settings)
-            plan_folder, out_folder = Path(request["plan_folder"]), Path(request["out_folder"])
-            shotlist, plan = load_plan_folder(plan_folder)
-            shot = next(s for s in shotlist.shots if s.id == request["shot_id"])
-            spec = next(s for s in plan.specs if s.shot_id == request["shot_id"])
-            (out_folder / ".work").mkdir(parents=True, exist_ok=True)
-            job = ShotJob(shot, spec, plan_folder, out_folder / "shots", out_folder / "keyframes", out_folder / ".work")
+            job = shot_job(Path(request["plan_folder"]), Path(request["out_folder"]), request["shot_id"])
             record = renderers[key].render(job)
             answer = {"ok": True, "record": record.model_dump()}
         except Exception as error:  # noqa: BLE001 - every failure goes back to the parent as data

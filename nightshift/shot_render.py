@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal, Protocol
@@ -47,8 +47,14 @@ class ClipRecord(BaseModel):
     conditioning: list[str] = Field(default_factory=list)
     keyframes: list[str] = Field(default_factory=list)
     upscaled_to: str
+    encoded_as: str | None = None
+    upscale_settings: dict[str, object] = Field(default_factory=dict, description="What `nightshift reproduce` uses.")
+    encode_settings: dict[str, object] = Field(default_factory=dict)
+    keyframe_settings: dict[str, object] = Field(default_factory=dict, description="The text-to-image model, steps, guidance.")
+    scheduler: str | None = None
     file: str
-    sha256: str
+    sha256: str = Field(description="The clip as delivered (after signing, its Content Credentials included).")
+    rendered_sha256: str | None = Field(None, description="The clip as rendered, before signing.")
     spec_sha256: str | None = None
     started: str
     finished: str
@@ -152,6 +158,9 @@ class _Finish:
         native.unlink(missing_ok=True)
         return final
 
+    def settings_record(self) -> dict[str, object]:
+        return {**asdict(self.upscale), "model": str(self.model_path) if self.model_path else None, "tile": self.tile}
+
     def describe(self) -> str:
         model = f"{self.model.describe()} then " if self.model is not None else ""
         return model + f"{self.upscale.width}x{self.upscale.height} {self.upscale.scaler} {self.upscale.fit}" + (
@@ -174,8 +183,10 @@ class AnimaticShotRenderer:
         return ClipRecord(
             shot_id=spec.shot_id, backend=self.name, animatic=True, model_id=None, tier="none (animatic)",
             device=f"cpu ({platform.machine()})", width=self.finish.upscale.width, height=self.finish.upscale.height,
-            fps=spec.fps, frames=frames, upscaled_to=self.finish.describe(), file=f"shots/{final.name}",
-            sha256=sha256_file(final), spec_sha256=spec_sha256(spec), started=started, finished=now_utc(),
+            fps=spec.fps, frames=frames, upscaled_to=self.finish.describe(), encoded_as=self.finish.encode.describe(),
+            upscale_settings=self.finish.settings_record(), encode_settings=asdict(self.finish.encode),
+            file=f"shots/{final.name}", sha256=(digest := sha256_file(final)), rendered_sha256=digest,
+            spec_sha256=spec_sha256(spec), started=started, finished=now_utc(),
             seconds=round(time.perf_counter() - t0, 3),
             notes=["animatic: storyboard cards with the camera move simulated, not a video-model render"],
         )
@@ -235,7 +246,12 @@ class DiffusersShotRenderer:
             width=self.upscale.width, height=self.upscale.height, fps=spec.fps, frames=frames,
             audio=out.audio is not None, conditioning=out.conditioning,
             keyframes=[f"keyframes/{k.path.name}" for k in keyframes], upscaled_to=self.finish.describe(),
-            file=f"shots/{final.name}", sha256=sha256_file(final), spec_sha256=spec_sha256(spec), started=started,
+            encoded_as=self.encode.describe(), scheduler=type(backend.pipe.scheduler).__name__,
+            upscale_settings=self.finish.settings_record(), encode_settings=asdict(self.encode),
+            keyframe_settings={"model": self.settings.keyframe_model, "steps": self.settings.keyframe_steps,
+                               "guidance": self.settings.keyframe_guidance} if self.settings.keyframe_model else {},
+            file=f"shots/{final.name}", sha256=(digest := sha256_file(final)), rendered_sha256=digest,
+            spec_sha256=spec_sha256(spec), started=started,
             finished=now_utc(), seconds=round(time.perf_counter() - t0, 3), notes=notes + out.notes,
         )
 

@@ -33,6 +33,9 @@ class EncodeSettings:
         if not 0 <= self.crf <= 51:
             raise ValueError(f"crf {self.crf} is outside 0-51")
 
+    def describe(self) -> str:
+        return f"{self.codec} crf {self.crf} preset {self.preset} {self.pix_fmt}"
+
     def options(self) -> dict[str, str]:
         options = {"crf": str(self.crf), "preset": self.preset}
         if self.codec == "libx265":

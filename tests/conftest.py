@@ -17,6 +17,12 @@ if not CORPUS.is_dir():  # a checkout without ../shared: the copy bundled with t
 CORPUS_FILES = ["lighthouse.fountain", "courier.fountain", "night_train.md", "paper_boat.txt"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_caches(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Caches that live in the user's home (weight hashes) go to a temporary folder instead."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+
+
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No test reads the developer's config or talks to a real Ollama by accident."""

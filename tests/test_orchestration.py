@@ -176,6 +176,50 @@ def test_window_keeps_work_queued_until_it_opens(prefect_server: None, project: 
     assert not job_store(settings).pending() and len(_deliveries(settings)) == 1
 
 
+def _artifacts(prefix: str) -> dict[str, object]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(like_=prefix)))
+    return {a.type: json.loads(a.data) if a.type == "table" else a.data for a in found}
+
+
+def test_served_deployment_renders_the_queue_and_shows_artifacts(prefect_server: None, project: Settings,
+                                                                 corpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`nightshift serve` with a server: the UI's run form starts the night, no work pool involved."""
+    from prefect.deployments import run_deployment
+    from prefect.settings import temporary_settings
+
+    from flows.serve import InboxService, ServedDeployments
+
+    hour = datetime.now().hour
+    monkeypatch.setenv("NIGHTSHIFT_NIGHT__WINDOW_START", f"{(hour + 2) % 24:02d}:00")  # closed: the job waits
+    monkeypatch.setenv("NIGHTSHIFT_NIGHT__WINDOW_END", f"{(hour + 3) % 24:02d}:00")
+    settings = Settings(project_dir=project.project_dir)
+    (settings.resolve(settings.paths.inbox) / "paper_boat.txt").write_bytes((corpus / "paper_boat.txt").read_bytes())
+    watcher = InboxService(settings, say=lambda _m: None)
+    _wait(lambda: watcher.scan() or job_store(settings).pending(), 30, "the claim")
+    [job] = job_store(settings).pending()
+    with temporary_settings(updates={"runner.poll_frequency": 1}):
+        served = ServedDeployments(settings, None, "animatic")
+        served.start()
+        try:
+            night = run_deployment("nightshift-overnight/overnight", parameters={"night_of": "test"}, timeout=300)
+            assert night.state.is_completed(), night.state
+            [delivered] = _deliveries(settings)
+            # Started again from the UI, a delivered job is reported, not rendered or delivered twice.
+            again = run_deployment("nightshift-render/render", parameters={"job_id": job.id, "title": "again"}, timeout=120)
+            assert again.state.is_completed() and _deliveries(settings) == [delivered]
+        finally:
+            served.stop()
+    assert night.deployment_id is not None and night.work_queue_name is None  # served: no work pool
+    key = job.id.lower()
+    artifacts = _artifacts(f"%{key}%")
+    assert {row["shot"] for row in artifacts["table"]} == {c.shot_id for c in read_manifest(delivered).clips}
+    assert str(delivered) in artifacts["markdown"] and artifacts["markdown"].count("data:image/jpeg;base64,") == 3
+
+
 def test_two_scripts_never_render_on_one_gpu_at_once(prefect_server: None, project: Settings, corpus: Path) -> None:
     from flows.night import intake, render_job
     from nightshift.inbox import claim as take

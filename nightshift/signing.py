@@ -1,0 +1,192 @@
+"""C2PA Content Credentials: a local signing identity, signing a delivered MP4, reading one back.
+
+`nightshift init` (or the first delivery, when no identity exists yet) makes a
+local certificate authority and an ES256 signing certificate issued by it, under
+<project>/.nightshift/signing/ (folder mode 700, private keys mode 600). C2PA
+refuses a self-signed leaf, hence the two levels. Readers report a local CA as
+untrusted, which is expected: the signature still binds the credentials to the
+file. Users with their own certificate set signing.cert_chain / private_key.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nightshift.errors import NightshiftError
+from renderers.encode import atomic_output
+
+SIGNING_DIR = Path(".nightshift") / "signing"
+CHAIN_FILE, KEY_FILE, CA_FILE, CA_KEY_FILE = "signer-chain.pem", "signer.key", "local-ca.pem", "local-ca.key"
+# Codes that mean "the signer is not on a public trust list": expected for the local CA, not tampering.
+UNTRUSTED_CODES = {"signingCredential.untrusted"}
+
+
+class SigningError(NightshiftError):
+    """A delivered file could not be signed; nothing is delivered unsigned without saying so."""
+
+
+@dataclass(frozen=True)
+class SigningIdentity:
+    chain: Path  # PEM: the signing certificate first, then its issuers
+    key: Path  # PEM private key
+    local_ca: bool
+
+    def subject(self) -> str:
+        from cryptography import x509
+
+        return x509.load_pem_x509_certificates(self.chain.read_bytes())[0].subject.rfc4514_string()
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Create a private file readable by its owner only (0600), whatever the umask."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(data)
+
+
+def create_local_identity(folder: Path, owner: str = "Nightshift user") -> SigningIdentity:
+    """A local CA (10 years) and an ES256 signing certificate issued by it (2 years)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if (folder / KEY_FILE).exists():
+        raise SigningError(f"{folder / KEY_FILE} already exists", "remove the folder first to make a new identity")
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def name(common: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common),
+                          x509.NameAttribute(NameOID.ORGANIZATION_NAME, owner[:64] or "Nightshift user")])
+
+    def usage(sign: bool, certs: bool) -> x509.KeyUsage:
+        return x509.KeyUsage(digital_signature=sign, content_commitment=False, key_encipherment=False,
+                             data_encipherment=False, key_agreement=False, key_cert_sign=certs, crl_sign=certs,
+                             encipher_only=False, decipher_only=False)
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (x509.CertificateBuilder().subject_name(name("Nightshift local CA")).issuer_name(name("Nightshift local CA"))
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=3650))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .add_extension(usage(False, True), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (x509.CertificateBuilder().subject_name(name("Nightshift signer")).issuer_name(ca.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=730))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(usage(True, False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    pem = serialization.Encoding.PEM
+    private = dict(encoding=pem, format=serialization.PrivateFormat.PKCS8,
+                   encryption_algorithm=serialization.NoEncryption())
+    _write_private(folder / CA_KEY_FILE, ca_key.private_bytes(**private))
+    _write_private(folder / KEY_FILE, key.private_bytes(**private))
+    (folder / CA_FILE).write_bytes(ca.public_bytes(pem))
+    (folder / CHAIN_FILE).write_bytes(leaf.public_bytes(pem) + ca.public_bytes(pem))
+    return SigningIdentity(folder / CHAIN_FILE, folder / KEY_FILE, local_ca=True)
+
+
+def signing_identity(project_dir: Path, chain: Path | None, key: Path | None, create: bool = True) -> SigningIdentity:
+    """The configured identity, else the project's local one (made now if allowed and missing)."""
+    if chain or key:
+        if not (chain and key):
+            raise SigningError("signing.cert_chain and signing.private_key must be set together")
+        for path in (chain, key):
+            if not path.is_file():
+                raise SigningError(f"{path}: no such signing file", "fix signing.cert_chain / signing.private_key")
+        return SigningIdentity(chain, key, local_ca=False)
+    folder = project_dir / SIGNING_DIR
+    if (folder / CHAIN_FILE).is_file() and (folder / KEY_FILE).is_file():
+        return SigningIdentity(folder / CHAIN_FILE, folder / KEY_FILE, local_ca=True)
+    if not create:
+        raise SigningError(f"no signing identity in {folder}", "run `nightshift init` to create one")
+    return create_local_identity(folder)
+
+
+def make_signer(identity: SigningIdentity, tsa_url: str | None = None) -> Any:
+    import c2pa
+
+    try:
+        info = c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, identity.chain.read_bytes(), identity.key.read_bytes(),
+                                   tsa_url.encode() if tsa_url else None)
+        return c2pa.Signer.from_info(info)
+    except Exception as error:  # noqa: BLE001 - c2pa raises its own error types
+        raise SigningError(f"cannot sign with {identity.chain}: {error}",
+                           "the certificate must be ES256 (P-256) with its issuer chain, and the key must match") from None
+
+
+def sign_video(path: Path, definition: dict[str, Any], signer: Any,
+               ingredients: list[tuple[dict[str, Any], Path]] = ()) -> None:
+    """Embed signed Content Credentials in the MP4 at `path` (replaced atomically when done)."""
+    import c2pa
+
+    try:
+        builder = c2pa.Builder(json.dumps(definition))
+        for ingredient, source in ingredients:
+            with open(source, "rb") as stream:
+                builder.add_ingredient(json.dumps(ingredient), "video/mp4", stream)
+        with atomic_output(path) as tmp, open(path, "rb") as source, open(tmp, "w+b") as destination:
+            builder.sign(signer, "video/mp4", source, destination)
+    except NightshiftError:
+        raise
+    except Exception as error:  # noqa: BLE001
+        raise SigningError(f"{path.name}: signing its Content Credentials failed: {error}",
+                           "check the signing certificate (nightshift init makes a local one)") from None
+
+
+@dataclass
+class Credentials:
+    """What a reader finds in a file: the active manifest, its validation, our provenance assertion."""
+
+    present: bool
+    state: str | None = None  # Valid, Trusted or Invalid
+    failures: list[str] = field(default_factory=list)  # validation failure codes (untrusted signer excluded)
+    untrusted_signer: bool = False
+    actions: list[dict[str, Any]] = field(default_factory=list)
+    nightshift: dict[str, Any] | None = None
+    ingredients: int = 0
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.present and not self.failures and self.state in ("Valid", "Trusted") and self.nightshift is not None
+
+
+def read_credentials(path: Path) -> Credentials:
+    import c2pa
+
+    try:
+        with open(path, "rb") as stream:
+            reader = c2pa.Reader("video/mp4", stream)
+            active = reader.get_active_manifest()
+            state = reader.get_validation_state()
+            results = reader.get_validation_results() or {}
+    except Exception as error:  # noqa: BLE001 - no manifest at all raises
+        return Credentials(present=False, error=str(error))
+    if active is None:
+        return Credentials(present=False)
+    failures = [f["code"] for f in results.get("activeManifest", {}).get("failure", [])]
+    untrusted = any(code in UNTRUSTED_CODES for code in failures)
+    credentials = Credentials(present=True, state=state, untrusted_signer=untrusted,
+                              failures=[code for code in failures if code not in UNTRUSTED_CODES],
+                              ingredients=len(active.get("ingredients", [])))
+    for assertion in active.get("assertions", []):
+        if assertion["label"].startswith("c2pa.actions"):
+            credentials.actions += assertion["data"].get("actions", [])
+        elif assertion["label"] == NIGHTSHIFT_ASSERTION:
+            credentials.nightshift = assertion["data"]
+    return credentials
+
+
+NIGHTSHIFT_ASSERTION = "org.nightshift.provenance"
