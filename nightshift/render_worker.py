@@ -14,6 +14,8 @@ import selectors
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +38,8 @@ class RenderWorker:
         if self.process is None or self.process.poll() is not None:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "nightshift.render_worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                text=True, env=self.env, start_new_session=True,  # its own process group, killed as one
+                text=True, env={**(self.env or os.environ), "NIGHTSHIFT_WORKER_PARENT": str(os.getpid())},
+                start_new_session=True,  # its own process group, killed as one
             )
         return self.process
 
@@ -108,7 +111,28 @@ def _serve(protocol_out) -> None:  # noqa: ANN001 - a text file object
         protocol_out.flush()
 
 
+def exit_with_parent(parent: int, interval_s: float = 1.0) -> threading.Thread:
+    """End this process (and its group) when `parent` is gone.
+
+    The worker runs in its own session so a timeout can kill it as a group; the flip side is that
+    a parent killed outright (SIGKILL, a cancel from the UI that escalates) would leave it running
+    a hung render. Polling the parent id notices within a second and takes the group down.
+    """
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval_s)
+        try:
+            os.killpg(os.getpgid(0), signal.SIGKILL)
+        finally:
+            os._exit(1)
+
+    thread = threading.Thread(target=watch, name="exit-with-parent", daemon=True)
+    thread.start()
+    return thread
+
+
 def main() -> None:
+    exit_with_parent(int(os.environ.get("NIGHTSHIFT_WORKER_PARENT", os.getppid())))
     # The protocol owns the real stdout; anything a library prints goes to stderr instead.
     protocol_out = os.fdopen(os.dup(sys.stdout.fileno()), "w")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())

@@ -95,6 +95,33 @@ def test_inbox_takes_only_complete_scripts(tmp_path: Path) -> None:
     assert leftover_claims(inbox) == [claimed.path]
 
 
+def test_render_child_dies_with_its_parent() -> None:
+    """A parent killed outright (SIGKILL, an escalated cancel) takes its render child along within seconds."""
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import os, time; from nightshift.render_worker import "
+        "exit_with_parent; exit_with_parent(os.getppid(), 0.2); time.sleep(120)'], start_new_session=True)\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(120)\n")], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    time.sleep(1.0)  # the child is up and watching
+    os.kill(child, 0)
+    parent.kill()
+    parent.wait()
+
+    def gone() -> bool:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return True
+        try:  # a zombie waiting for init to reap it counts as gone
+            return Path(f"/proc/{child}/stat").read_text().split(")")[1].split()[0] == "Z"
+        except OSError:
+            return True
+
+    _wait(gone, 10, "the render child to exit after its parent was killed")
+
+
 def test_second_delivery_same_day_gets_a_suffix(tmp_path: Path) -> None:
     night = datetime(2026, 11, 21, 1, 30)
     first = delivery_folder(tmp_path, night, "lighthouse")

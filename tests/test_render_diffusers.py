@@ -141,6 +141,16 @@ def test_ltx_latent_upsampler_renders_half_size_then_refines(tiny: dict[str, Pat
         backend_class("ltx")(str(tiny["ltx"]), BackendOptions(latent_upsampler=str(tmp_path)))
 
 
+def test_gguf_single_file_transformer(tiny: dict[str, Path], tmp_path: Path) -> None:
+    gguf_file = tiny_models.write_gguf(tiny["ltx"], tmp_path / "tiny-ltx-Q8_0.gguf")
+    backend = backend_class("ltx")(str(tiny["ltx"]), BackendOptions(quantization="gguf", gguf_file=gguf_file))
+    out = backend.render(_spec("ltx", tiny["ltx"], 9, quantization="gguf"), [])
+    assert out.quantization == "gguf" and out.output.frames.shape == (9, 32, 32, 3)
+    packed = {name: p for name, p in backend.pipe.transformer.named_parameters() if type(p).__name__ == "GGUFParameter"}
+    assert "transformer_blocks.0.ff.net.2.weight" in packed  # loaded from the file, still Q8_0 in memory
+    assert all(int(p.quant_type) == 8 for p in packed.values())
+
+
 @pytest.mark.parametrize("mode", ["none", "fp8", "int8"])
 def test_cpu_quantization_modes(tiny: dict[str, Path], mode: str) -> None:
     backend = backend_class("ltx")(str(tiny["ltx"]), BackendOptions(quantization=mode))

@@ -162,3 +162,25 @@ def build_text_to_image(folder: Path) -> Path:
                                scheduler=DPMSolverMultistepScheduler())
     pipe.save_pretrained(folder)
     return folder
+
+
+def write_gguf(model_folder: Path, path: Path) -> Path:
+    """The tiny LTX transformer as a GGUF single file: Q8_0 where a row fills whole 32-value blocks, F32 elsewhere."""
+    import gguf
+    import numpy as np
+    from safetensors.torch import load_file
+
+    state = load_file(str(model_folder / "transformer" / "diffusion_pytorch_model.safetensors"))
+    writer = gguf.GGUFWriter(str(path), arch="ltxv")
+    for name, tensor in state.items():
+        array = tensor.float().numpy()
+        if array.ndim == 2 and array.shape[-1] % 32 == 0:
+            packed = gguf.quantize(array, gguf.GGMLQuantizationType.Q8_0)
+            writer.add_tensor(name, packed, raw_shape=packed.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+        else:
+            writer.add_tensor(name, array.astype(np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
