@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import platform
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from prefect.concurrency.sync import concurrency
 from nightshift import night
 from nightshift.config import Settings, load_settings
 from nightshift.errors import NightshiftError
+from nightshift.gpu_lock import machine_lock
 from nightshift.render_job import load_plan_folder
 from nightshift.render_worker import RenderWorker, ShotFailed
 
@@ -29,17 +32,32 @@ def gpu_limit_name(device: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", f"nightshift-gpu-{platform.node()}-{device}".lower())
 
 
-def ensure_gpu_limit(name: str) -> None:
-    """Strict limits must exist; create this machine's (limit 1) once."""
+def ensure_gpu_limit(name: str, repair: bool = False) -> None:
+    """Strict limits must exist; create this machine's (limit 1) once. With `repair` (only while
+    holding the machine lock), give back slots left by a process that was killed holding one."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
     from prefect.exceptions import ObjectNotFound
 
     with get_client(sync_client=True) as client:
         try:
-            client.read_global_concurrency_limit_by_name(name)
+            limit = client.read_global_concurrency_limit_by_name(name)
         except ObjectNotFound:
             client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+            return
+        if repair and limit.active_slots:
+            get_run_logger().warning(f"{name}: {limit.active_slots} GPU slot(s) left by a killed render; given back")
+            client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(active_slots=0))
+
+
+@contextmanager
+def gpu_slot(device: str) -> Iterator[None]:
+    """This machine's GPU for the block: the kernel-held machine lock, then the Prefect slot (for the UI)."""
+    name = gpu_limit_name(device)
+    with machine_lock(name):
+        ensure_gpu_limit(name, repair=True)
+        with concurrency(name, occupy=1, strict=True):
+            yield
 
 
 @task(name="plan script", task_run_name="plan {script_name}", cache_policy=NO_CACHE)
@@ -94,12 +112,10 @@ def render_job(job_id: str, title: str, project_dir: str = ".", config: str | No
     settings = settings_for(project_dir, config)
     store = night.job_store(settings)
     device = choose_device(store.load(job_id), settings, renderer)
-    limit = gpu_limit_name(device)
-    ensure_gpu_limit(limit)
     # One GPU slot for this job's whole loop: no two renders share the GPU, across flows. Taking it
     # per shot cost ~85 ms of API round trips each, and inside a task run Prefect 3.8 answered the
     # next acquisition 423 for ~2 s after every release (BENCHMARKS.md, orchestration).
-    with concurrency(limit, occupy=1, strict=True):
+    with gpu_slot(device):
         job = store.load(job_id)  # again, under the slot: another run may have finished it meanwhile
         if job.state == "delivered":
             logger.info(f"{job.script_name}: already delivered to {job.delivery}; nothing to render")
