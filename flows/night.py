@@ -20,7 +20,7 @@ from nightshift.config import Settings, load_settings
 from nightshift.errors import NightshiftError
 from nightshift.gpu_lock import machine_lock
 from nightshift.render_job import load_plan_folder
-from nightshift.render_worker import RenderWorker, ShotFailed
+from nightshift.render_worker import RenderWorker, ShotFailed, render_with_retries
 
 
 def settings_for(project_dir: str, config: str | None) -> Settings:
@@ -76,15 +76,8 @@ def render_shot(job_id: str, shot_id: str, project_dir: str, config: str | None,
 
     request = night.render_request(job, shot_id, RendererChoice(**choice), settings)
     logger = get_run_logger()
-    attempts = settings.night.shot_retries + 1
-    for attempt in range(1, attempts + 1):
-        try:
-            record = worker.render(request, settings.night.shot_timeout_s)
-            break
-        except ShotFailed as error:
-            logger.warning(f"{shot_id} attempt {attempt}/{attempts} failed: {error.report()}")
-            if attempt == attempts:
-                raise
+    record = render_with_retries(worker, request, settings.night.shot_timeout_s, settings.night.shot_retries,
+                                 logger.warning)
     night.record_shot(job, record)
     logger.info(f"{shot_id}: {record.backend} model={record.model_id or '-'} tier={record.tier} "
                 f"quantization={record.quantization} device={record.device} {record.frames} frames in {record.seconds:.1f}s")
@@ -111,6 +104,10 @@ def render_job(job_id: str, title: str, project_dir: str = ".", config: str | No
     logger = get_run_logger()
     settings = settings_for(project_dir, config)
     store = night.job_store(settings)
+    finished = night.finish_interrupted_delivery(store.load(job_id), settings)
+    if finished is not None:
+        logger.info(f"{title}: its delivery had finished before a restart: {finished}")
+        return str(finished)
     device = choose_device(store.load(job_id), settings, renderer)
     # One GPU slot for this job's whole loop: no two renders share the GPU, across flows. Taking it
     # per shot cost ~85 ms of API round trips each, and inside a task run Prefect 3.8 answered the

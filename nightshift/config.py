@@ -74,6 +74,8 @@ class RenderDefaults(_Section):
         "render at half size, upsample the latents 2x, refine at full size.")
     keyframe_steps: int = Field(4, ge=1, le=200)
     keyframe_guidance: float = Field(0.0, ge=0, le=50)
+    output_width: int = Field(3840, ge=16, le=7680, multiple_of=2, description="Delivered clip width (4K UHD by default).")
+    output_height: int = Field(2160, ge=16, le=4320, multiple_of=2, description="Delivered clip height.")
     upscale_fit: Literal["pad", "crop"] = "pad"
     upscale_sharpen: float = Field(0.0, ge=0, le=1, description="FFmpeg cas strength after the 4K scale.")
     upscale_model: Path | None = Field(

@@ -8,6 +8,8 @@ failure to failed/ beside `<name>.error.txt`. Nothing is ever deleted.
 
 from __future__ import annotations
 
+from nightshift import faults
+
 import os
 import time
 from dataclasses import dataclass, field
@@ -88,6 +90,7 @@ def claim(path: Path, inbox: Path) -> Claim | None:
     holder = _unique(claimed_dir, stamp)
     holder.mkdir()
     target = holder / path.name
+    faults.reached("claim")
     try:
         os.rename(path, target)  # atomic on one file system; fails if the file is gone
     except FileNotFoundError:
@@ -119,7 +122,15 @@ def leftover_claims(inbox: Path) -> list[Path]:
     folder = inbox / CLAIMED
     if not folder.is_dir():
         return []
-    return sorted(p for holder in folder.iterdir() if holder.is_dir() for p in holder.iterdir() if p.is_file())
+    claims = []
+    for holder in sorted(folder.iterdir()):
+        if not holder.is_dir() or holder.name.startswith("."):
+            continue  # .incoming-*: a copy `nightshift run` had not finished; it was never claimed
+        files = [p for p in holder.iterdir() if p.is_file()]
+        if not files:
+            holder.rmdir()  # killed between making the holder and the rename: nothing was claimed
+        claims += files
+    return sorted(claims)
 
 
 def pending_files(inbox: Path) -> list[Path]:

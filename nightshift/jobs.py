@@ -30,6 +30,7 @@ class Job(BaseModel):
     created: str
     night_started: str | None = Field(None, description="Local date-time the first render of this job started.")
     delivery: str | None = None
+    delivering_to: str | None = Field(None, description="Set just before the rename into output/, for crash recovery.")
     error: str | None = None
     renderer: str | None = None
     history: list[str] = Field(default_factory=list)

@@ -8,10 +8,12 @@ what has no finished, verified output.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, time as clock
 from pathlib import Path
 
+from nightshift import faults
 from nightshift.config import Settings
 from nightshift.delivery import delivery_folder, move_into_place
 from nightshift.seal import seal_delivery
@@ -64,6 +66,13 @@ def intake_claim(claim: Claim | Path, settings: Settings, force: bool = False) -
         from nightshift.shot_render import sha256_file
 
         existing = store.find_claim(claim)
+        if existing is not None and existing.state in ("delivered", "failed"):
+            # Killed after the job ended but before its script was moved: finish that move now.
+            ok = existing.state == "delivered"
+            existing.claimed_path = str(settle(claim, inbox, ok=ok, report=None if ok else _failure_report(
+                existing.script_name, "an earlier run", existing.error or "unknown")))
+            store.save(existing)
+            return IntakeOutcome(existing, "duplicate" if ok else "failed", f"{existing.script_name}: already {existing.state}")
         if existing is not None:
             return IntakeOutcome(existing, "queued", f"{existing.script_name}: already queued as {existing.id}")
         claim = Claim(original_name(claim), claim, sha256_file(claim))
@@ -80,6 +89,7 @@ def intake_claim(claim: Claim | Path, settings: Settings, force: bool = False) -
     work = settings.resolve(Path(".nightshift")) / "work" / job_id
     job = Job(id=job_id, script_name=claim.original_name, script_sha256=claim.sha256, claimed_path=str(claim.path),
               work_folder=str(work), created=datetime.now().isoformat(timespec="microseconds"))
+    faults.reached("plan")
     try:
         result = plan_script_file(claim.path, settings, out_dir=work)
     except (NightshiftError, ValueError, OSError) as error:
@@ -88,6 +98,7 @@ def intake_claim(claim: Claim | Path, settings: Settings, force: bool = False) -
         return IntakeOutcome(None, "failed", f"{claim.original_name}: {report}")
     job.title = result.shotlist.title
     job.log(f"planned: {len(result.shotlist.shots)} shots by {result.shotlist.planner.kind}")
+    faults.reached("queue")
     store.save(job)
     return IntakeOutcome(job, "queued", f"{claim.original_name}: {len(result.shotlist.shots)} shots queued as {job.id}")
 
@@ -98,6 +109,34 @@ def _failure_report(name: str, stage: str, detail: str) -> str:
 
 
 # --------------------------------------------------------------------------- rendering
+
+
+def finish_interrupted_delivery(job: Job, settings: Settings) -> Path | None:
+    """A run killed after its work folder was renamed into output/ but before the job said so:
+    the delivery is complete (the rename is the last step), so record it and settle the script."""
+    if job.state == "delivered" or not job.delivering_to:
+        return None
+    target = Path(job.delivering_to)
+    if Path(job.work_folder).exists() or not (target / "manifest.json").is_file():
+        return None
+    store = job_store(settings)
+    job.state, job.delivery, job.work_folder = "delivered", str(target), str(target)
+    job.log(f"delivered to {target} (recorded after a restart)")
+    store.save(job)
+    claimed = Path(job.claimed_path)
+    if claimed.exists():
+        job.claimed_path = str(settle(claimed, inbox_dir(settings), ok=True))
+        store.save(job)
+    return target
+
+
+def _remove_leftovers(work: Path) -> None:
+    """Half-written files of killed renders never reach output/: all shots are done when this runs."""
+    import shutil
+
+    shutil.rmtree(work / ".work", ignore_errors=True)
+    for partial in work.rglob(".*.partial*"):
+        partial.unlink(missing_ok=True)
 
 
 def shots_to_render(job: Job) -> list[RenderSpec]:
@@ -133,34 +172,49 @@ def record_shot(job: Job, record: ClipRecord) -> None:
     save_records(folder, records)
 
 
-def render_remaining(job: Job, settings: Settings, requested: str | None = None) -> list[ClipRecord]:
+def render_remaining(job: Job, settings: Settings, requested: str | None = None,
+                     progress: Callable[[str], None] | None = None) -> list[ClipRecord]:
     """Render the job's remaining shots in this process: no Prefect, no child process (scripts, tests)."""
     from nightshift.render_job import shot_job
     from nightshift.shot_render import make_renderer
 
+    if finish_interrupted_delivery(job, settings) is not None:
+        return []
     renderer = make_renderer(start_rendering(job, settings, requested), settings.render)
     folder = Path(job.work_folder)
     records = []
     for spec in shots_to_render(job):
+        if progress:
+            progress(f"start {job.id} {spec.shot_id}")
         records.append(renderer.render(shot_job(folder, folder, spec.shot_id)))
         record_shot(job, records[-1])
+        if progress:
+            progress(f"done {job.id} {spec.shot_id}")
     return records
 
 
 def deliver(job: Job, settings: Settings) -> Path:
     """Assemble, write the manifest, move into output/YYYY-MM-DD/<slug>/ and settle the script as done."""
+    finished = finish_interrupted_delivery(job, settings)
+    if finished is not None:
+        return finished
     store = job_store(settings)
     work = Path(job.work_folder)
     _, plan = load_plan_folder(work)
     missing = [s.shot_id for s in plan.specs if not is_shot_done(work, s, load_records(work).get(s.shot_id))]
     if missing:
         raise NightshiftError(f"{job.script_name}: shots {', '.join(missing)} are not rendered; nothing delivered")
+    _remove_leftovers(work)
     assemble_folder(work, plan)
+    faults.reached("deliver")
     night = datetime.fromisoformat(job.night_started) if job.night_started else datetime.now()
     target = delivery_folder(settings.resolve(settings.paths.output), night, slugify(plan.title))
     job.log(f"delivering to {target}")
     seal_delivery(work, settings, script_name=job.script_name, script_sha256=job.script_sha256, job_id=job.id,
                   renderer=job.renderer or "", night_started=job.night_started, history=job.history)
+    job.delivering_to = str(target)
+    store.save(job)
+    faults.reached("deliver")
     delivered = move_into_place(work, target)
     job.state, job.delivery, job.work_folder = "delivered", str(delivered), str(delivered)
     store.save(job)

@@ -56,11 +56,23 @@ def save_records(folder: Path, records: dict[str, ClipRecord]) -> None:
 
 
 def is_shot_done(folder: Path, spec: RenderSpec, record: ClipRecord | None) -> bool:
-    """Done means: a record for exactly this spec, and the clip on disk still has the recorded hash."""
+    """Done means: a record for exactly this spec, and the clip on disk still has the recorded hash.
+
+    A clip signed again after its record was written (a crash between the two) still counts when
+    its Content Credentials validate (they bind the file's bytes) and name the recorded render."""
     if record is None or record.spec_sha256 != spec_sha256(spec):
         return False
     clip = folder / record.file
-    return clip.is_file() and sha256_file(clip) == record.sha256
+    if not clip.is_file():
+        return False
+    if sha256_file(clip) == record.sha256:
+        return True
+    from nightshift.signing import read_credentials
+
+    credentials = read_credentials(clip)
+    return (record.rendered_sha256 is not None and credentials.present and not credentials.failures
+            and credentials.nightshift is not None
+            and credentials.nightshift.get("rendered_sha256") == record.rendered_sha256)
 
 
 def refresh_manifest(folder: Path, note: str, settings: Settings | None = None) -> None:

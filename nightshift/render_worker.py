@@ -111,6 +111,22 @@ def _serve(protocol_out) -> None:  # noqa: ANN001 - a text file object
         protocol_out.flush()
 
 
+def render_with_retries(worker: RenderWorker, request: dict[str, Any], timeout_s: float, retries: int,
+                        warn: Any = None) -> ClipRecord:
+    """Render one shot, retrying a failed or timed-out attempt `retries` times; the last failure is raised
+    with every attempt's reason in its report."""
+    reasons = []
+    for attempt in range(1, retries + 2):
+        try:
+            return worker.render(request, timeout_s)
+        except ShotFailed as error:
+            reasons.append(f"attempt {attempt}: {error}")
+            if warn is not None:
+                warn(f"{request['shot_id']} attempt {attempt}/{retries + 1} failed: {error.report()}")
+    raise ShotFailed(f"{request['shot_id']}: failed {retries + 1} times ({'; '.join(reasons)})",
+                     "see the reasons above; raise night.shot_timeout_s for long shots, or fix the model setup")
+
+
 def exit_with_parent(parent: int, interval_s: float = 1.0) -> threading.Thread:
     """End this process (and its group) when `parent` is gone.
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from nightshift import __version__
+from nightshift import __version__, faults
 from nightshift.config import Settings
 from nightshift.errors import NightshiftError
 from nightshift.plan_files import write_atomic
@@ -92,6 +92,7 @@ def seal_delivery(folder: Path, settings: Settings, *, script_name: str, script_
         for spec in plan.specs:
             clip = records[spec.shot_id]
             sign_video(folder / clip.file, _shot_credentials(manifest, clip), signer)
+            faults.reached("deliver")
             clip.sha256 = sha256_file(folder / clip.file)
             signed.add(clip.file)
         save_records(folder, records)

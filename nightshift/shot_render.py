@@ -16,6 +16,7 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel, Field
 
+from nightshift import faults
 from nightshift.config import RenderDefaults
 from nightshift.schemas import RenderPlan, RenderSpec, Shot
 from renderers.encode import EncodeSettings, encode_frames
@@ -177,6 +178,7 @@ class AnimaticShotRenderer:
         from renderers.animatic import AnimaticRenderer
 
         spec, started, t0 = job.spec, now_utc(), time.perf_counter()
+        faults.reached("render")
         native = job.work_dir / f"{spec.shot_id}.native.mp4"
         frames = encode_frames(AnimaticRenderer().frames(job.shot, spec), native, spec.fps, self.finish.encode)
         final = self.finish.native_to_4k(job, native)
@@ -229,6 +231,7 @@ class DiffusersShotRenderer:
         from renderers.keyframes import prepare_keyframes
 
         spec, started, t0 = job.spec, now_utc(), time.perf_counter()
+        faults.reached("render")
         backend = self.backend_for(spec)
         keyframes, notes = prepare_keyframes(spec, job.plan_folder, job.keyframes_dir, self.text_to_image)
         rendered = backend.render(spec, keyframes)
@@ -266,7 +269,8 @@ def _device_name(device: str) -> str:
 
 
 def make_renderer(choice: RendererChoice, settings: RenderDefaults) -> ShotRenderer:
-    upscale = UpscaleSettings(fit=settings.upscale_fit, sharpen=settings.upscale_sharpen)
+    upscale = UpscaleSettings(width=settings.output_width, height=settings.output_height, fit=settings.upscale_fit,
+                              sharpen=settings.upscale_sharpen)
     encode = EncodeSettings(codec=settings.codec, crf=settings.crf, preset=settings.preset)
     if choice.kind == "animatic":
         return AnimaticShotRenderer(upscale, encode)

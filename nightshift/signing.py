@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,9 +57,14 @@ def create_local_identity(folder: Path, owner: str = "Nightshift user") -> Signi
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     if (folder / KEY_FILE).exists():
         raise SigningError(f"{folder / KEY_FILE} already exists", "remove the folder first to make a new identity")
+    # Made in a private folder beside the target and renamed into place: a crash half-way leaves
+    # no half identity behind (a stale `.signing-*` folder is simply ignored and replaced).
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = folder.parent / f".{folder.name}-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(mode=0o700)
     now = datetime.datetime.now(datetime.timezone.utc)
 
     def name(common: str) -> x509.Name:
@@ -90,10 +96,13 @@ def create_local_identity(folder: Path, owner: str = "Nightshift user") -> Signi
     pem = serialization.Encoding.PEM
     private = dict(encoding=pem, format=serialization.PrivateFormat.PKCS8,
                    encryption_algorithm=serialization.NoEncryption())
-    _write_private(folder / CA_KEY_FILE, ca_key.private_bytes(**private))
-    _write_private(folder / KEY_FILE, key.private_bytes(**private))
-    (folder / CA_FILE).write_bytes(ca.public_bytes(pem))
-    (folder / CHAIN_FILE).write_bytes(leaf.public_bytes(pem) + ca.public_bytes(pem))
+    _write_private(staging / CA_KEY_FILE, ca_key.private_bytes(**private))
+    _write_private(staging / KEY_FILE, key.private_bytes(**private))
+    (staging / CA_FILE).write_bytes(ca.public_bytes(pem))
+    (staging / CHAIN_FILE).write_bytes(leaf.public_bytes(pem) + ca.public_bytes(pem))
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+    os.rename(staging, folder)
     return SigningIdentity(folder / CHAIN_FILE, folder / KEY_FILE, local_ca=True)
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from nightshift import faults
+
 PARTIAL_SUFFIX = ".partial.mp4"
 
 
@@ -132,6 +134,7 @@ def encode_frames(frames: Iterable[np.ndarray], final: Path, fps: float | Fracti
                 frame.pts = count
                 container.mux(stream.encode(frame))
                 count += 1
+                faults.reached("encode")
             if stream is None:
                 raise ValueError(f"{final.name}: no frames to encode")
             container.mux(stream.encode(None))

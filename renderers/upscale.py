@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Literal
 import av
 from av.filter import Graph
 
+from nightshift import faults
+
 from renderers.encode import EncodeSettings, add_video_stream, atomic_output, exact_rate
 
 if TYPE_CHECKING:
@@ -89,6 +91,7 @@ def upscale_to_4k(source: Path, final: Path, settings: UpscaleSettings = Upscale
                     writer.mux(audio_out.encode(audio_frame))
                 continue
             for frame in packet.decode():
+                faults.reached("upscale")
                 graph.push(frame if model is None else _super_resolve(model, frame))
                 count += _drain(graph, writer, video_out, count, tick)
         graph.push(None)

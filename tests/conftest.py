@@ -63,3 +63,8 @@ def ollama_settings(tmp_path: Path, double: OllamaDouble, **planner: object) -> 
         project_dir=tmp_path,
         planner={"kind": "ollama", "ollama_host": double.url, "timeout_s": 5, **planner},
     )
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--soak", action="store_true",
+                     help="fault-injection suite (tests/faults): 500 kill points instead of 50")

@@ -1,0 +1,37 @@
+"""Failpoints for the fault-injection suite (tests/faults/): a process kills itself at a chosen step.
+
+NIGHTSHIFT_FAULT=<stage>:<n> sends SIGKILL to this process the n-th time it reaches <stage>
+(<stage>-hang:<n> makes it hang there instead, for timeouts),
+so a test can stop the night at an exact point (mid-encode, between signing and the rename)
+and check that a restart finishes with nothing lost or doubled. NIGHTSHIFT_FAULT=count:<file>
+appends each stage reached to <file>, to learn where the points are. Unset, as it always is for
+users, `reached` is one environment lookup.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+STAGES = ("claim", "plan", "queue", "render", "upscale", "encode", "deliver")
+_counts: dict[str, int] = {}
+
+
+def reached(stage: str) -> None:
+    plan = os.environ.get("NIGHTSHIFT_FAULT")
+    if not plan:
+        return
+    wanted, _, nth = plan.partition(":")
+    if wanted == "count":
+        with open(nth, "a", encoding="utf-8") as log:
+            log.write(stage + "\n")
+        return
+    if wanted not in (stage, f"{stage}-hang"):
+        return
+    _counts[wanted] = _counts.get(wanted, 0) + 1
+    if _counts[wanted] == int(nth or 1):
+        if wanted.endswith("-hang"):
+            while True:
+                time.sleep(3600)
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,140 @@
+"""SIGKILL the serving process at seeded points across claim, plan, queue, render, upscale, encode and
+deliver; restart it; check that every script is delivered exactly once and nothing is lost or doubled.
+
+Default: 50 points (two at a time, about two minutes). `pytest tests/faults --soak`: 500 points.
+The points are (stage, n): the process kills itself the n-th time it reaches the stage
+(nightshift/faults.py), n drawn from how often a clean run reaches it. Clips are small (64x36)
+so the points are many; the code paths are the ones a 4K night takes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from nightshift.delivery import read_manifest
+from nightshift.faults import STAGES
+from nightshift.verify import verify_delivery
+from renderers.encode import probe
+
+SEED = 20261121
+REPO = Path(__file__).resolve().parents[2]
+SCRIPTS = ("paper_boat.txt", "night_train.md")
+PROJECT_TOML = """
+[planner]
+kind = "rules"
+[render]
+fps = 4
+width = 64
+height = 48
+output_width = 64
+output_height = 36
+[night]
+stable_s = 0
+"""
+
+
+def _project(root: Path) -> Path:
+    root.mkdir(parents=True)
+    (root / "nightshift.toml").write_text(PROJECT_TOML)
+    (root / "inbox").mkdir()
+    for name in SCRIPTS:
+        shutil.copyfile(REPO / "examples" / "corpus" / name, root / "inbox" / name)
+    return root
+
+
+def _drive(project: Path, fault: str | None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NIGHTSHIFT_")}
+    env["PYTHONPATH"] = str(REPO)
+    if fault:
+        env["NIGHTSHIFT_FAULT"] = fault
+    return subprocess.run([sys.executable, "-m", "tests.faults.driver", str(project)], cwd=project, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+
+
+def check_night(project: Path) -> list[str]:
+    """Every invariant the issue names; returns what broke (empty: the night is whole)."""
+    broken = []
+    deliveries = [p for p in (project / "output").glob("*/*") if (p / "manifest.json").is_file()]
+    names = Counter(read_manifest(p).inputs.script.name for p in deliveries)
+    for name in SCRIPTS:
+        if names[name] != 1:
+            broken.append(f"{name} delivered {names[name]} times")
+    for folder in deliveries:
+        report = verify_delivery(folder)
+        broken += [f"{folder.name}: {problem}" for problem in report.problems]
+        for clip in read_manifest(folder).clips:
+            info = probe(folder / clip.file)
+            if info.frames != clip.frames:
+                broken.append(f"{folder.name}/{clip.file}: decodes to {info.frames} frames, not {clip.frames}")
+    stray = [p for p in (project / "output").rglob("*") if p.name.startswith(".") or ".partial" in p.name]
+    broken += [f"stray in output/: {p.relative_to(project)}" for p in stray]
+    for name in SCRIPTS:
+        if not (project / "inbox" / "done" / name).is_file():
+            where = [str(p.relative_to(project)) for p in project.rglob(name)]
+            broken.append(f"{name} is not in inbox/done/ (found: {where})")
+    if any((project / "inbox" / ".claimed").rglob("*.*")):
+        broken.append("a claim was left in inbox/.claimed/")
+    starts: Counter[str] = Counter()
+    ended: set[str] = set()
+    for line in (project / "renders.log").read_text().splitlines():
+        kind, job, shot = line.split()
+        if kind == "start" and starts[f"{job} {shot}"] and f"{job} {shot}" in ended:
+            broken.append(f"{shot} of {job} rendered again after it had finished")
+        (starts.update([f"{job} {shot}"]) if kind == "start" else ended.add(f"{job} {shot}"))
+    again = [key for key, count in starts.items() if count > 1]
+    if len(again) > 1 or any(starts[key] > 2 for key in again):
+        broken.append(f"re-rendered beyond the interrupted shot: {again}")
+    jobs = [json.loads(p.read_text()) for p in (project / ".nightshift" / "jobs").glob("*.json")]
+    broken += [f"job {j['id']} left {j['state']}" for j in jobs if j["state"] not in ("delivered",)]
+    return broken
+
+
+def _points(tmp_path: Path, count: int) -> list[tuple[str, int]]:
+    """Seeded (stage, n) points within how often a clean run reaches each stage."""
+    project = _project(tmp_path / "count")
+    tally = project / "reached.txt"
+    done = _drive(project, f"count:{tally}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not check_night(project), check_night(project)  # the clean run itself is whole
+    reached = Counter(tally.read_text().split())
+    assert set(reached) == set(STAGES), reached
+    rng = random.Random(SEED)
+    return [(stage, rng.randint(1, reached[stage])) for stage in (rng.choice(STAGES) for _ in range(count))]
+
+
+def _kill_and_recover(tmp_path: Path, index: int, stage: str, n: int) -> tuple[str, int, bool, list[str]]:
+    project = _project(tmp_path / f"point-{index:03d}-{stage}-{n}")
+    first = _drive(project, f"{stage}:{n}")
+    killed = first.returncode == -9
+    if not killed and first.returncode != 0:
+        return stage, n, killed, [f"the first run failed: {first.stderr[-1500:]}"]
+    second = _drive(project, None)
+    if second.returncode != 0:
+        return stage, n, killed, [f"the restart failed: {second.stderr[-1500:]}"]
+    broken = check_night(project)
+    if not broken:
+        shutil.rmtree(project)  # keep failures only, for a look afterwards
+    return stage, n, killed, broken
+
+
+def test_killed_anywhere_the_night_still_completes_once(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    count = 500 if request.config.getoption("--soak") else 50
+    points = _points(tmp_path, count)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(lambda item: _kill_and_recover(tmp_path, item[0], *item[1]), enumerate(points)))
+    per_stage = {stage: [r for r in results if r[0] == stage] for stage in STAGES}
+    summary = ", ".join(f"{s} {sum(r[2] for r in rs)}/{len(rs)}" for s, rs in per_stage.items())
+    print(f"\nfault points (killed/drawn) seed {SEED}: {summary}")
+    failures = [f"{stage}:{n}: {'; '.join(broken)}" for stage, n, _, broken in results if broken]
+    assert not failures, "\n".join(failures)
+    assert sum(r[2] for r in results) >= count * 0.9, "most points must really kill the process"

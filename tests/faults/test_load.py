@@ -1,0 +1,72 @@
+"""Load: 200 scripts dropped at once and 20 more while the night runs; each delivered exactly once, in
+arrival order, with the serving process's memory flat. Slow (about 4 minutes on 2 cores):
+
+    .venv/bin/python -m pytest -m slow tests/faults/test_load.py -s
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from nightshift.delivery import read_manifest
+from tests.faults.test_kill_points import PROJECT_TOML, REPO
+
+
+def _script(n: int) -> str:
+    return f"Title: Load {n:03d}\n\nINT. ROOM {n} - DAY\n\nA lamp flickers {n} times.\n\n"
+
+
+@pytest.mark.slow
+def test_two_hundred_at_once_and_twenty_during_the_night(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    (project / "inbox").mkdir(parents=True)
+    (project / "nightshift.toml").write_text(PROJECT_TOML)
+    for n in range(200):
+        path = project / "inbox" / f"load-{n:03d}.fountain"
+        path.write_text(_script(n))
+        os.utime(path, ns=(n * 1_000_000, n * 1_000_000))  # arrival order = the numbering
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NIGHTSHIFT_")}
+    env["PYTHONPATH"] = str(REPO)
+    started = time.monotonic()
+    driver = subprocess.Popen([sys.executable, "-m", "tests.faults.driver", str(project)], cwd=project, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    samples: list[tuple[int, int]] = []  # (deliveries so far, RSS bytes)
+
+    def sample() -> None:
+        process = psutil.Process(driver.pid)
+        while driver.poll() is None:
+            try:
+                rss = process.memory_info().rss
+            except psutil.NoSuchProcess:
+                return
+            samples.append((len(list((project / "output").glob("*/*/manifest.json"))), rss))
+            time.sleep(0.5)
+
+    watcher = threading.Thread(target=sample, daemon=True)
+    watcher.start()
+    while len(list((project / "output").glob("*/*/manifest.json"))) < 50 and driver.poll() is None:
+        time.sleep(0.5)
+    for n in range(200, 220):  # dropped while the night runs
+        (project / "inbox" / f"load-{n:03d}.fountain").write_text(_script(n))
+    _, stderr = driver.communicate(timeout=1800)
+    assert driver.returncode == 0, stderr[-3000:]
+    watcher.join(5)
+    seconds = time.monotonic() - started
+
+    deliveries = sorted(project.glob("output/*/*/manifest.json"), key=lambda p: read_manifest(p.parent).delivered)
+    titles = [read_manifest(p.parent).title for p in deliveries]
+    assert titles == [f"Load {n:03d}" for n in range(220)]  # each once, in arrival order
+    assert len(list((project / "inbox" / "done").glob("*.fountain"))) == 220
+    early = max(rss for done, rss in samples if done <= 30)
+    late = max(rss for done, rss in samples if done >= 190)
+    print(f"\n220 scripts in {seconds:.0f} s; serving process peak RSS {early / 2**20:.0f} MB by delivery 30, "
+          f"{late / 2**20:.0f} MB from delivery 190 on ({late / early:.2f}x)")
+    assert late < early * 1.25, "memory grows with the number of scripts"

@@ -1,0 +1,114 @@
+"""A render that hangs, a night that must go on after a failed script, and the security defaults."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nightshift import night
+from nightshift.config import Settings
+from nightshift.render_worker import RenderWorker, ShotFailed, render_with_retries
+from nightshift.shot_render import RendererChoice
+from tests.faults.test_kill_points import PROJECT_TOML, REPO, SCRIPTS, _project
+
+FAST = {"fps": 4, "width": 64, "height": 48, "output_width": 64, "output_height": 36}
+
+
+def _queued_job(tmp_path: Path):  # noqa: ANN202 - (settings, job)
+    from nightshift.inbox import claim
+
+    project = _project(tmp_path / "project")
+    settings = Settings(project_dir=project, planner={"kind": "rules"}, render=FAST)
+    inbox = project / "inbox"
+    outcome = night.intake_claim(claim(inbox / SCRIPTS[0], inbox), settings)
+    return settings, outcome.job
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] != "Z"
+
+
+def test_hung_render_is_killed_retried_then_reported(tmp_path: Path) -> None:
+    settings, job = _queued_job(tmp_path)
+    shot = night.shots_to_render(job)[0].shot_id
+    request = night.render_request(job, shot, RendererChoice("animatic", "cpu", "test"), settings)
+    worker = RenderWorker(env={**os.environ, "NIGHTSHIFT_FAULT": "render-hang:1", "PYTHONPATH": str(REPO)})
+    seen: list[int] = []
+    original = worker._start
+
+    def start():  # noqa: ANN202 - remember every child started, to check each one was killed
+        process = original()
+        if not seen or seen[-1] != process.pid:
+            seen.append(process.pid)
+        return process
+
+    worker._start = start  # type: ignore[method-assign]
+    warnings: list[str] = []
+    with pytest.raises(ShotFailed) as caught:
+        render_with_retries(worker, request, timeout_s=4, retries=1, warn=warnings.append)
+    worker.close()
+    assert f"{shot}: failed 2 times" in str(caught.value) and "no result after 4 s" in str(caught.value)
+    assert len(warnings) == 2 and len(seen) == 2 and not any(_alive(pid) for pid in seen)
+
+    # Without the fault the same request renders: the next attempt gets a fresh child.
+    fresh = RenderWorker(env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert render_with_retries(fresh, request, timeout_s=120, retries=0).shot_id == shot
+    finally:
+        fresh.close()
+
+
+def test_a_failed_script_does_not_stop_the_night(tmp_path: Path) -> None:
+    """One job that cannot render fails with a report; the next job in the queue is still delivered."""
+    from nightshift.inbox import claim
+
+    settings, broken = _queued_job(tmp_path)
+    inbox = settings.resolve(settings.paths.inbox)
+    second = night.intake_claim(claim(inbox / SCRIPTS[1], inbox), settings).job
+    (Path(broken.work_folder) / "renderplan.json").write_text("{ not json")  # a damaged plan
+    delivered, failed = [], []
+    for job in night.job_store(settings).pending():
+        try:
+            night.render_remaining(job, settings, "animatic")
+            delivered.append(night.deliver(night.job_store(settings).load(job.id), settings))
+        except Exception as error:  # noqa: BLE001 - what the serve loop does: report, go on
+            night.fail(night.job_store(settings).load(job.id), settings, "rendering", str(error))
+            failed.append(job.id)
+    assert failed == [broken.id] and len(delivered) == 1 and second is not None
+    report = (inbox / "failed" / f"{SCRIPTS[0]}.error.txt").read_text()
+    assert "renderplan.json" in report and "drop it into the inbox again" in report
+
+
+def test_defaults_stay_on_this_machine() -> None:
+    settings = Settings(project_dir=Path("."))
+    assert settings.planner.ollama_host.startswith("http://127.0.0.1:")
+    assert settings.signing.tsa_url is None  # no time-stamp server is contacted unless the user sets one
+
+
+def test_folders_follow_the_umask_and_keys_stay_private(tmp_path: Path) -> None:
+    project = _project(tmp_path / "project")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NIGHTSHIFT_")}
+    env["PYTHONPATH"] = str(REPO)
+    done = subprocess.run([sys.executable, "-m", "tests.faults.driver", str(project)], cwd=project, env=env,
+                          capture_output=True, text=True, timeout=300, check=False, preexec_fn=lambda: os.umask(0o027))
+    assert done.returncode == 0, done.stderr[-2000:]
+    made = [p for p in project.rglob("*") if ".nightshift/signing" not in p.as_posix() and "inbox" not in p.parts
+            and p.name != "nightshift.toml"]  # the test wrote that one
+    assert made and all(stat.S_IMODE(p.stat().st_mode) & 0o007 == 0 for p in made), \
+        [oct(stat.S_IMODE(p.stat().st_mode)) + " " + str(p) for p in made if stat.S_IMODE(p.stat().st_mode) & 0o007][:5]
+    keys = list((project / ".nightshift" / "signing").glob("*.key"))
+    assert len(keys) == 2 and all(stat.S_IMODE(k.stat().st_mode) == 0o600 for k in keys)
+    key_text = "".join(k.read_text() for k in keys).split("-----")[2].strip()[:40]
+    for path in [p for p in project.rglob("*") if p.is_file() and p.suffix in (".json", ".md", ".txt", ".log")]:
+        text = path.read_text(errors="replace")
+        assert "PRIVATE KEY" not in text and key_text not in text, path
+    assert "PRIVATE KEY" not in done.stdout + done.stderr
