@@ -20,7 +20,7 @@ from nightshift.config import Settings, load_settings
 from nightshift.errors import NightshiftError
 from nightshift.gpu_lock import machine_lock
 from nightshift.render_job import load_plan_folder
-from nightshift.render_worker import RenderWorker, ShotFailed, render_with_retries
+from nightshift.render_worker import DiskFull, RenderWorker, ShotFailed, render_with_retries
 
 
 def settings_for(project_dir: str, config: str | None) -> Settings:
@@ -156,6 +156,9 @@ def _render_shots(job, title: str, project_dir: str, config: str | None, rendere
                 return True
             try:
                 render_shot(job.id, spec.shot_id, project_dir, config, worker, choice.__dict__)
+            except DiskFull as error:
+                night.pause(store.load(job.id), settings, error.report())
+                raise
             except (ShotFailed, NightshiftError) as error:
                 night.fail(store.load(job.id), settings, f"rendering {spec.shot_id}", error.report())
                 raise
@@ -229,6 +232,8 @@ def overnight(project_dir: str = ".", config: str | None = None, renderer: str |
     for job in night.job_store(settings).pending():
         try:
             folder = render_job(job.id, job.title or job.script_name, project_dir, config, renderer, respect_window)
+        except DiskFull:
+            break  # everything stays queued; the next night (or a restart) resumes once space is freed
         except (ShotFailed, NightshiftError):
             continue  # reported in the job and in inbox/failed/; the night goes on
         if folder is None:

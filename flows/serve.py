@@ -25,7 +25,7 @@ from nightshift import night
 from nightshift.config import Settings
 from nightshift.errors import NightshiftError
 from nightshift.inbox import StabilityTracker, claim, is_candidate, leftover_claims, pending_files
-from nightshift.render_worker import ShotFailed
+from nightshift.render_worker import DiskFull, ShotFailed
 
 log = logging.getLogger("nightshift.serve")
 
@@ -162,6 +162,9 @@ class InboxService:
             try:
                 folder = render_job(job.id, job.title or job.script_name, self.project, self.config, self.renderer,
                                     respect_window=not self.now)
+            except DiskFull as error:
+                self.say(f"{job.script_name}: {error.report()}")
+                break
             except (ShotFailed, NightshiftError) as error:
                 self.say(f"{job.script_name}: failed: {error}")
                 continue

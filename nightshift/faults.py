@@ -1,7 +1,8 @@
 """Failpoints for the fault-injection suite (tests/faults/): a process kills itself at a chosen step.
 
 NIGHTSHIFT_FAULT=<stage>:<n> sends SIGKILL to this process the n-th time it reaches <stage>
-(<stage>-hang:<n> makes it hang there instead, for timeouts),
+(<stage>-hang:<n> makes it hang there instead, for timeouts; <stage>-enospc:<n> raises the
+"No space left on device" error a full disk gives),
 so a test can stop the night at an exact point (mid-encode, between signing and the rename)
 and check that a restart finishes with nothing lost or doubled. NIGHTSHIFT_FAULT=count:<file>
 appends each stage reached to <file>, to learn where the points are. Unset, as it always is for
@@ -10,6 +11,7 @@ users, `reached` is one environment lookup.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import time
@@ -27,10 +29,12 @@ def reached(stage: str) -> None:
         with open(nth, "a", encoding="utf-8") as log:
             log.write(stage + "\n")
         return
-    if wanted not in (stage, f"{stage}-hang"):
+    if wanted not in (stage, f"{stage}-hang", f"{stage}-enospc"):
         return
     _counts[wanted] = _counts.get(wanted, 0) + 1
     if _counts[wanted] == int(nth or 1):
+        if wanted.endswith("-enospc"):
+            raise OSError(errno.ENOSPC, "No space left on device (injected at " + stage + ")")
         if wanted.endswith("-hang"):
             while True:
                 time.sleep(3600)

@@ -225,6 +225,13 @@ def deliver(job: Job, settings: Settings) -> Path:
     return delivered
 
 
+def pause(job: Job, settings: Settings, detail: str) -> None:
+    """Stop work on a job without failing it (a full disk): it stays queued, with the reason logged."""
+    job.state = "queued"
+    job.log(f"paused: {detail}")
+    job_store(settings).save(job)
+
+
 def fail(job: Job, settings: Settings, stage: str, detail: str) -> None:
     store = job_store(settings)
     job.state, job.error = "failed", detail

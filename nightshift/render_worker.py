@@ -8,6 +8,7 @@ child's whole process group; the next shot starts a fresh child.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import selectors
@@ -25,6 +26,10 @@ from nightshift.shot_render import ClipRecord
 
 class ShotFailed(NightshiftError):
     """A shot's render raised, timed out, or its process died."""
+
+
+class DiskFull(ShotFailed):
+    """The disk filled up during a render: not the script's fault, so it is not failed, only paused."""
 
 
 class RenderWorker:
@@ -65,6 +70,9 @@ class RenderWorker:
             raise ShotFailed(f"{request['shot_id']}: the render process exited (status {code}) mid-shot")
         answer = json.loads(line)
         if not answer["ok"]:
+            if answer.get("errno") == errno.ENOSPC:
+                raise DiskFull(answer["error"], "free disk space; the script stays queued and the night resumes "
+                                                "where it stopped (half-written files were removed)")
             raise ShotFailed(answer["error"], answer.get("hint", ""))
         return ClipRecord.model_validate(answer["record"])
 
@@ -106,7 +114,7 @@ def _serve(protocol_out) -> None:  # noqa: ANN001 - a text file object
             answer = {"ok": True, "record": record.model_dump()}
         except Exception as error:  # noqa: BLE001 - every failure goes back to the parent as data
             answer = {"ok": False, "error": f"{request.get('shot_id')}: {type(error).__name__}: {error}",
-                      "hint": getattr(error, "hint", "")}
+                      "hint": getattr(error, "hint", ""), "errno": getattr(error, "errno", None)}
         protocol_out.write(json.dumps(answer) + "\n")
         protocol_out.flush()
 
@@ -119,6 +127,8 @@ def render_with_retries(worker: RenderWorker, request: dict[str, Any], timeout_s
     for attempt in range(1, retries + 2):
         try:
             return worker.render(request, timeout_s)
+        except DiskFull:
+            raise  # retrying cannot help until someone frees space
         except ShotFailed as error:
             reasons.append(f"attempt {attempt}: {error}")
             if warn is not None:

@@ -22,7 +22,9 @@ from nightshift.night import in_window, job_store
 from nightshift.shot_render import sha256_file
 from renderers.encode import probe
 
+# Orchestration is about the night, not pixels: deliveries at 640x360 (4K is covered by the render tests).
 FAST_RENDER = {"NIGHTSHIFT_RENDER__FPS": "8", "NIGHTSHIFT_RENDER__WIDTH": "256", "NIGHTSHIFT_RENDER__HEIGHT": "160",
+               "NIGHTSHIFT_RENDER__OUTPUT_WIDTH": "640", "NIGHTSHIFT_RENDER__OUTPUT_HEIGHT": "360",
                "NIGHTSHIFT_NIGHT__STABLE_S": "0.5", "NIGHTSHIFT_NIGHT__POLL_S": "0.2", "NIGHTSHIFT_PLANNER__KIND": "rules"}
 
 
@@ -177,7 +179,7 @@ def test_serve_delivers_dedupes_and_survives_bad_input(prefect_server: None, pro
     assert {"shotlist.json", "renderplan.json", "paper-boat.mp4"} <= names
     for clip in manifest.clips:
         info = probe(delivered / clip.file)
-        assert (info.width, info.height, info.frames) == (3840, 2160, clip.frames) and clip.animatic
+        assert (info.width, info.height, info.frames) == (640, 360, clip.frames) and clip.animatic
     assert any("renderer animatic" in line or "delivered" in line for line in said)
 
 
@@ -325,5 +327,5 @@ def test_run_delivers_with_the_tiny_diffusers_pipeline(prefect_server: None, pro
         assert not clip.animatic and clip.model_id == str(model) and clip.tier == "resident"
         assert clip.pipeline == "LTXConditionPipeline (text-to-video)"
         info = probe(folder / clip.file)
-        assert (info.width, info.height, info.frames) == (3840, 2160, clip.frames)
+        assert (info.width, info.height, info.frames) == (640, 360, clip.frames)
     assert (inbox / "done" / "paper_boat.txt").is_file()

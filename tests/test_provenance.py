@@ -22,7 +22,7 @@ from nightshift.seal import seal_delivery
 from nightshift.signing import KEY_FILE, SIGNING_DIR, SigningError, read_credentials
 from nightshift.verify import verify_delivery
 
-FAST = {"fps": 8, "width": 256, "height": 160}
+FAST = {"fps": 8, "width": 256, "height": 160, "output_width": 640, "output_height": 360}
 
 
 def _deliver(project: Path, corpus: Path, script: str, renderer: str, render: dict | None = None) -> Path:
@@ -83,7 +83,7 @@ def test_manifest_records_inputs_planning_shots_environment_and_lineage(animatic
     assert manifest.planning.machine_shotlist.path == "provenance/shotlist.planned.json"
     assert {"torch", "diffusers", "prefect", "av", "ollama"} <= set(manifest.environment.packages)
     for shot in manifest.shots:
-        assert shot.clip.spec_sha256 and shot.clip.upscale_settings["width"] == 3840
+        assert shot.clip.spec_sha256 and shot.clip.upscale_settings["width"] == 640
         assert shot.clip.encode_settings["codec"] == "libx264" and shot.clip.started <= shot.clip.finished
     outputs = {o.path: o for o in manifest.outputs}
     cut = outputs["paper-boat.mp4"]
@@ -177,7 +177,10 @@ def test_stripped_credentials_fail(animatic_delivery: Path, tmp_path: Path) -> N
 # --------------------------------------------------------------------------- human edits and reproduce
 
 
-def test_shotlist_edits_are_recorded_and_history_grows(animatic_delivery: Path, tmp_path: Path) -> None:
+def test_shotlist_edits_are_recorded_and_history_grows(animatic_delivery: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in {"FPS": "8", "WIDTH": "256", "HEIGHT": "160", "OUTPUT_WIDTH": "640", "OUTPUT_HEIGHT": "360"}.items():
+        monkeypatch.setenv(f"NIGHTSHIFT_RENDER__{key}", value)
     folder = _copy(animatic_delivery, tmp_path)
     shotlist = json.loads((folder / "shotlist.json").read_text())
     before_action = shotlist["shots"][1]["action"]

@@ -112,3 +112,41 @@ def test_folders_follow_the_umask_and_keys_stay_private(tmp_path: Path) -> None:
         text = path.read_text(errors="replace")
         assert "PRIVATE KEY" not in text and key_text not in text, path
     assert "PRIVATE KEY" not in done.stdout + done.stderr
+
+
+def test_disk_full_during_encode_keeps_the_script_queued(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ENOSPC mid-encode: a clear error, the half-written clip removed, the job still queued; once space is back
+    the same job finishes."""
+    import errno
+
+    settings, job = _queued_job(tmp_path)
+    monkeypatch.setenv("NIGHTSHIFT_FAULT", "encode-enospc:40")  # in the second shot's frames
+    with pytest.raises(OSError) as caught:
+        night.render_remaining(job, settings, "animatic")
+    assert caught.value.errno == errno.ENOSPC
+    work = Path(job.work_folder)
+    assert not list(work.rglob(".*partial*")), "a half-written clip was left behind"
+    assert [j.id for j in night.job_store(settings).pending()] == [job.id]
+    monkeypatch.delenv("NIGHTSHIFT_FAULT")
+    night.render_remaining(night.job_store(settings).load(job.id), settings, "animatic")
+    assert night.deliver(night.job_store(settings).load(job.id), settings).is_dir()
+
+
+def test_disk_full_in_the_render_child_is_not_retried_or_failed(tmp_path: Path) -> None:
+    from nightshift.render_worker import DiskFull
+
+    settings, job = _queued_job(tmp_path)
+    shot = night.shots_to_render(job)[0].shot_id
+    request = night.render_request(job, shot, RendererChoice("animatic", "cpu", "test"), settings)
+    worker = RenderWorker(env={**os.environ, "NIGHTSHIFT_FAULT": "upscale-enospc:3", "PYTHONPATH": str(REPO)})
+    warnings: list[str] = []
+    try:
+        with pytest.raises(DiskFull) as caught:
+            render_with_retries(worker, request, timeout_s=120, retries=3, warn=warnings.append)
+    finally:
+        worker.close()
+    assert "No space left on device" in str(caught.value) and "stays queued" in caught.value.report()
+    assert warnings == []  # not retried
+    assert not list(Path(job.work_folder).rglob(".*partial*"))
+    night.pause(night.job_store(settings).load(job.id), settings, caught.value.report())
+    assert night.job_store(settings).load(job.id).state == "queued"
