@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -25,6 +26,11 @@ from nightshift.render_worker import DiskFull, RenderWorker, ShotFailed, render_
 
 def settings_for(project_dir: str, config: str | None) -> Settings:
     return load_settings(Path(config) if config else None, project_dir=Path(project_dir))
+
+
+# An update costs ~30 ms of server time (measured: BENCHMARKS.md). A GPU shot takes far longer than
+# this, so every shot still shows; only sub-second animatic shots are batched.
+PROGRESS_EVERY_S = 2.0
 
 
 def gpu_limit_name(device: str) -> str:
@@ -122,7 +128,11 @@ def render_job(job_id: str, title: str, project_dir: str = ".", config: str | No
         paused = _render_shots(job, title, project_dir, config, renderer, respect_window, settings)
     if paused:
         return None
-    return _deliver_with_summary(job_id, title, project_dir, config)
+    try:
+        return _deliver_with_summary(job_id, title, project_dir, config)
+    except NightshiftError as error:  # e.g. signing: reported, not retried every poll; the shots stay in the work folder
+        night.fail(store.load(job_id), settings, "delivery", error.report())
+        raise
 
 
 def choose_device(job, settings: Settings, renderer: str | None) -> str:  # noqa: ANN001 - a Job
@@ -147,6 +157,7 @@ def _render_shots(job, title: str, project_dir: str, config: str | None, rendere
     done = len(plan.specs) - len(todo)
     progress = create_progress_artifact(progress=100.0 * done / len(plan.specs), description=f"{title}: shots rendered")
     worker = RenderWorker()
+    updated = time.monotonic()
     try:
         for spec in todo:
             if respect_window and not night.in_window(datetime.now(), settings.night.window_start,
@@ -163,13 +174,16 @@ def _render_shots(job, title: str, project_dir: str, config: str | None, rendere
                 night.fail(store.load(job.id), settings, f"rendering {spec.shot_id}", error.report())
                 raise
             done += 1
-            update_progress_artifact(progress, progress=100.0 * done / len(plan.specs))
+            if time.monotonic() - updated >= PROGRESS_EVERY_S or done == len(plan.specs):
+                update_progress_artifact(progress, progress=100.0 * done / len(plan.specs))
+                updated = time.monotonic()
     finally:
         worker.close()
     return False
 
 
 MAX_THUMBNAILS = 60  # ~6 KB each, inlined: the UI cannot load file:// images from an http page
+MAX_FIRST_FRAMES = 12  # decoding a 4K first frame costs ~70 ms; a contact sheet of the opening shots is enough
 
 
 def _thumbnail_uri(image) -> str:  # noqa: ANN001 - a PIL image
@@ -194,8 +208,8 @@ def _thumbnails(delivered: Path, shot_ids: list[str]) -> list[str]:
             with Image.open(path) as image:
                 lines.append(f"![{path.stem}]({_thumbnail_uri(image)})")
         return lines
-    lines = ["", "## First frames", ""]
-    for shot_id in shot_ids[:MAX_THUMBNAILS]:
+    lines = ["", f"## First frames{' (the first ' + str(MAX_FIRST_FRAMES) + ' shots)' if len(shot_ids) > MAX_FIRST_FRAMES else ''}", ""]
+    for shot_id in shot_ids[:MAX_FIRST_FRAMES]:
         with av.open(str(delivered / "shots" / f"{shot_id}.mp4")) as clip:
             frame = next(clip.decode(video=0), None)
         if frame is not None:

@@ -28,6 +28,7 @@ from nightshift.inbox import StabilityTracker, claim, is_candidate, leftover_cla
 from nightshift.render_worker import DiskFull, ShotFailed
 
 log = logging.getLogger("nightshift.serve")
+MAX_UNEXPECTED = 3  # a job whose render keeps crashing is failed with a report instead of retried every poll
 
 
 class ServedDeployments:
@@ -96,6 +97,7 @@ class InboxService:
         self.inbox.mkdir(parents=True, exist_ok=True)
         self.tracker = StabilityTracker(settings.night.stable_s)
         self.ignored: set[str] = set()
+        self.crashes: dict[str, int] = {}  # unexpected errors per job: retried, but not forever
 
     @property
     def project(self) -> str:
@@ -169,7 +171,13 @@ class InboxService:
                 self.say(f"{job.script_name}: failed: {error}")
                 continue
             except Exception as error:  # noqa: BLE001 - the night goes on; the job stays queued for a retry
-                self.say(f"{job.script_name}: render stopped unexpectedly ({error!r}); it stays queued")
+                self.crashes[job.id] = self.crashes.get(job.id, 0) + 1
+                if self.crashes[job.id] >= MAX_UNEXPECTED:
+                    night.fail(night.job_store(self.settings).load(job.id), self.settings, "rendering",
+                               f"stopped unexpectedly {MAX_UNEXPECTED} times; last: {error!r}")
+                    self.say(f"{job.script_name}: failed after {MAX_UNEXPECTED} unexpected errors; see inbox/failed/")
+                else:
+                    self.say(f"{job.script_name}: render stopped unexpectedly ({error!r}); it stays queued")
                 continue
             if folder:
                 self.say(f"{job.script_name}: delivered to {folder}")

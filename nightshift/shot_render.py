@@ -264,8 +264,21 @@ def _device_name(device: str) -> str:
 
     if device.startswith("cuda") and torch.cuda.is_available():
         index = torch.device(device).index or 0
-        return f"{device} ({torch.cuda.get_device_name(index)}, CUDA {torch.version.cuda})"
+        return (f"{device} ({torch.cuda.get_device_name(index)}, CUDA {torch.version.cuda}, "
+                f"driver {_nvidia_driver() or 'unknown'})")
     return f"cpu ({platform.machine()}, torch {torch.__version__})"
+
+
+def _nvidia_driver() -> str | None:
+    """The NVIDIA driver version, for the provenance record (torch does not expose it)."""
+    import subprocess
+
+    try:
+        done = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip().splitlines()[0] if done.returncode == 0 and done.stdout.strip() else None
 
 
 def make_renderer(choice: RendererChoice, settings: RenderDefaults) -> ShotRenderer:

@@ -127,6 +127,7 @@ def _kill_and_recover(tmp_path: Path, index: int, stage: str, n: int) -> tuple[s
     return stage, n, killed, broken
 
 
+@pytest.mark.timeout(5400)  # the soak runs ~25 minutes; each child run has its own 300 s limit
 def test_killed_anywhere_the_night_still_completes_once(tmp_path: Path, request: pytest.FixtureRequest) -> None:
     count = 500 if request.config.getoption("--soak") else 50
     points = _points(tmp_path, count)

@@ -1,5 +1,5 @@
 """Load: 200 scripts dropped at once and 20 more while the night runs; each delivered exactly once, in
-arrival order, with the serving process's memory flat. Slow (about 4 minutes on 2 cores):
+arrival order, with the serving process's memory flat. Marked slow (about 30 s on 2 cores):
 
     .venv/bin/python -m pytest -m slow tests/faults/test_load.py -s
 """
