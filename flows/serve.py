@@ -17,6 +17,7 @@ import contextvars
 import logging
 import platform
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -28,7 +29,7 @@ from nightshift.inbox import StabilityTracker, claim, is_candidate, leftover_cla
 from nightshift.render_worker import DiskFull, ShotFailed
 
 log = logging.getLogger("nightshift.serve")
-MAX_UNEXPECTED = 3  # a job whose render keeps crashing is failed with a report instead of retried every poll
+MAX_BACKOFF_S = 300.0  # a job whose render keeps crashing is retried at most every 5 minutes, never dropped
 
 
 class ServedDeployments:
@@ -97,7 +98,8 @@ class InboxService:
         self.inbox.mkdir(parents=True, exist_ok=True)
         self.tracker = StabilityTracker(settings.night.stable_s)
         self.ignored: set[str] = set()
-        self.crashes: dict[str, int] = {}  # unexpected errors per job: retried, but not forever
+        self.crashes: dict[str, int] = {}  # unexpected errors per job (a Prefect server restart, ...)
+        self.retry_at: dict[str, float] = {}  # when a job that crashed is tried again: backing off, never dropped
 
     @property
     def project(self) -> str:
@@ -161,6 +163,8 @@ class InboxService:
         for job in night.job_store(self.settings).pending():
             if not self.window_open():
                 break
+            if time.monotonic() < self.retry_at.get(job.id, 0.0):
+                continue
             try:
                 folder = render_job(job.id, job.title or job.script_name, self.project, self.config, self.renderer,
                                     respect_window=not self.now)
@@ -171,13 +175,13 @@ class InboxService:
                 self.say(f"{job.script_name}: failed: {error}")
                 continue
             except Exception as error:  # noqa: BLE001 - the night goes on; the job stays queued for a retry
+                # Not the script's fault as far as we know (the Prefect server restarting, a full disk
+                # on the server side ...): keep it queued and try again later, waiting longer each time.
                 self.crashes[job.id] = self.crashes.get(job.id, 0) + 1
-                if self.crashes[job.id] >= MAX_UNEXPECTED:
-                    night.fail(night.job_store(self.settings).load(job.id), self.settings, "rendering",
-                               f"stopped unexpectedly {MAX_UNEXPECTED} times; last: {error!r}")
-                    self.say(f"{job.script_name}: failed after {MAX_UNEXPECTED} unexpected errors; see inbox/failed/")
-                else:
-                    self.say(f"{job.script_name}: render stopped unexpectedly ({error!r}); it stays queued")
+                delay = min(MAX_BACKOFF_S, 2.0 ** self.crashes[job.id])
+                self.retry_at[job.id] = time.monotonic() + delay
+                self.say(f"{job.script_name}: render stopped unexpectedly ({error!r}); it stays queued, "
+                         f"next try in {delay:.0f} s")
                 continue
             if folder:
                 self.say(f"{job.script_name}: delivered to {folder}")

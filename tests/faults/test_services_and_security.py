@@ -150,3 +150,26 @@ def test_disk_full_in_the_render_child_is_not_retried_or_failed(tmp_path: Path) 
     assert not list(Path(job.work_folder).rglob(".*partial*"))
     night.pause(night.job_store(settings).load(job.id), settings, caught.value.report())
     assert night.job_store(settings).load(job.id).state == "queued"
+
+
+def test_a_crashing_render_is_retried_later_never_dropped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unexpected error (say the Prefect server restarting) keeps the job queued, retried with a growing wait."""
+    import flows.night
+    from flows.serve import InboxService
+
+    settings, job = _queued_job(tmp_path)
+    calls: list[str] = []
+
+    def server_gone(job_id: str, *args: object, **kwargs: object) -> str:
+        calls.append(job_id)
+        raise ConnectionError("the Prefect server went away")
+
+    monkeypatch.setattr(flows.night, "render_job", server_gone)
+    said: list[str] = []
+    service = InboxService(settings, now=True, say=said.append)
+    assert service.render_queue() == [] and service.render_queue() == []  # the second call is inside the wait
+    assert calls == [job.id] and "next try in 2 s" in said[0]
+    service.retry_at[job.id] = 0.0  # the wait is over
+    service.render_queue()
+    assert calls == [job.id, job.id] and "next try in 4 s" in said[-1]
+    assert [j.id for j in night.job_store(settings).pending()] == [job.id]  # still queued, nothing failed
