@@ -14,9 +14,7 @@ import shutil
 from datetime import datetime
 from pathlib import Path
 
-from nightshift.provenance import Manifest
-
-MANIFEST_JSON = "manifest.json"
+from nightshift.provenance import MANIFEST_JSON, Manifest
 
 
 def delivery_folder(output_root: Path, night: datetime, slug: str) -> Path:

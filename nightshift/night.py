@@ -69,9 +69,8 @@ def intake_claim(claim: Claim | Path, settings: Settings, force: bool = False) -
         if existing is not None and existing.state in ("delivered", "failed"):
             # Killed after the job ended but before its script was moved: finish that move now.
             ok = existing.state == "delivered"
-            existing.claimed_path = str(settle(claim, inbox, ok=ok, report=None if ok else _failure_report(
-                existing.script_name, "an earlier run", existing.error or "unknown")))
-            store.save(existing)
+            _save_and_settle(existing, settings, ok, report=None if ok else _failure_report(
+                existing.script_name, "an earlier run", existing.error or "unknown"))
             return IntakeOutcome(existing, "duplicate" if ok else "failed", f"{existing.script_name}: already {existing.state}")
         if existing is not None:
             return IntakeOutcome(existing, "queued", f"{existing.script_name}: already queued as {existing.id}")
@@ -119,14 +118,9 @@ def finish_interrupted_delivery(job: Job, settings: Settings) -> Path | None:
     target = Path(job.delivering_to)
     if Path(job.work_folder).exists() or not (target / "manifest.json").is_file():
         return None
-    store = job_store(settings)
     job.state, job.delivery, job.work_folder = "delivered", str(target), str(target)
     job.log(f"delivered to {target} (recorded after a restart)")
-    store.save(job)
-    claimed = Path(job.claimed_path)
-    if claimed.exists():
-        job.claimed_path = str(settle(claimed, inbox_dir(settings), ok=True))
-        store.save(job)
+    _save_and_settle(job, settings, ok=True)
     return target
 
 
@@ -201,7 +195,8 @@ def deliver(job: Job, settings: Settings) -> Path:
     store = job_store(settings)
     work = Path(job.work_folder)
     _, plan = load_plan_folder(work)
-    missing = [s.shot_id for s in plan.specs if not is_shot_done(work, s, load_records(work).get(s.shot_id))]
+    records = load_records(work)
+    missing = [s.shot_id for s in plan.specs if not is_shot_done(work, s, records.get(s.shot_id))]
     if missing:
         raise NightshiftError(f"{job.script_name}: shots {', '.join(missing)} are not rendered; nothing delivered")
     _remove_leftovers(work)
@@ -217,11 +212,7 @@ def deliver(job: Job, settings: Settings) -> Path:
     faults.reached("deliver")
     delivered = move_into_place(work, target)
     job.state, job.delivery, job.work_folder = "delivered", str(delivered), str(delivered)
-    store.save(job)
-    claimed = Path(job.claimed_path)
-    if claimed.exists():
-        job.claimed_path = str(settle(claimed, inbox_dir(settings), ok=True))
-        store.save(job)
+    _save_and_settle(job, settings, ok=True)
     return delivered
 
 
@@ -233,12 +224,17 @@ def pause(job: Job, settings: Settings, detail: str) -> None:
 
 
 def fail(job: Job, settings: Settings, stage: str, detail: str) -> None:
-    store = job_store(settings)
     job.state, job.error = "failed", detail
     job.log(f"failed at {stage}: {detail}")
+    _save_and_settle(job, settings, ok=False,
+                     report=_failure_report(job.script_name, stage, detail + f"\n\nWork folder: {job.work_folder}"))
+
+
+def _save_and_settle(job: Job, settings: Settings, ok: bool, report: str | None = None) -> None:
+    """Save the job's new state, then move its script to inbox/done/ or failed/ (if still claimed)."""
+    store = job_store(settings)
     store.save(job)
     claimed = Path(job.claimed_path)
     if claimed.exists():
-        job.claimed_path = str(settle(claimed, inbox_dir(settings), ok=False,
-                                      report=_failure_report(job.script_name, stage, detail + f"\n\nWork folder: {job.work_folder}")))
+        job.claimed_path = str(settle(claimed, inbox_dir(settings), ok=ok, report=report))
         store.save(job)

@@ -25,6 +25,7 @@ SIGNING_DIR = Path(".nightshift") / "signing"
 CHAIN_FILE, KEY_FILE, CA_FILE, CA_KEY_FILE = "signer-chain.pem", "signer.key", "local-ca.pem", "local-ca.key"
 # Codes that mean "the signer is not on a public trust list": expected for the local CA, not tampering.
 UNTRUSTED_CODES = {"signingCredential.untrusted"}
+NIGHTSHIFT_ASSERTION = "org.nightshift.provenance"  # our assertion: the manifest's provenance sha256, the script, edits
 
 
 class SigningError(NightshiftError):
@@ -197,5 +198,3 @@ def read_credentials(path: Path) -> Credentials:
             credentials.nightshift = assertion["data"]
     return credentials
 
-
-NIGHTSHIFT_ASSERTION = "org.nightshift.provenance"

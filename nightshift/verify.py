@@ -109,6 +109,8 @@ def verify_delivery(folder: Path) -> VerifyReport:
         credentials = read_credentials(folder / path)
         if not credentials.present:
             report.problems.append(f"{path}: no C2PA Content Credentials (stripped, or never signed)")
+            if credentials.error:
+                report.notes.append(f"{path}: the C2PA reader said: {credentials.error}")
         elif credentials.failures or credentials.state not in ("Valid", "Trusted"):
             report.problems.append(f"{path}: Content Credentials do not validate ({', '.join(credentials.failures) or credentials.state}); "
                                    "the file changed after it was signed")

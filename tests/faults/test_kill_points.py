@@ -52,13 +52,15 @@ def _project(root: Path) -> Path:
     return root
 
 
-def _drive(project: Path, fault: str | None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NIGHTSHIFT_")}
-    env["PYTHONPATH"] = str(REPO)
+def drive(project: Path, fault: str | None = None, timeout: float = 300, env: dict[str, str] | None = None,
+          **popen: object) -> subprocess.CompletedProcess:
+    """Run the serving driver on `project` until idle (or until the failpoint `fault` kills it)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("NIGHTSHIFT_")}
+    clean.update({"PYTHONPATH": str(REPO), **(env or {})})
     if fault:
-        env["NIGHTSHIFT_FAULT"] = fault
-    return subprocess.run([sys.executable, "-m", "tests.faults.driver", str(project)], cwd=project, env=env,
-                          capture_output=True, text=True, timeout=300, check=False)
+        clean["NIGHTSHIFT_FAULT"] = fault
+    return subprocess.run([sys.executable, "-m", "tests.faults.driver", str(project)], cwd=project, env=clean,
+                          capture_output=True, text=True, timeout=timeout, check=False, **popen)
 
 
 def check_night(project: Path) -> list[str]:
@@ -103,7 +105,7 @@ def _points(tmp_path: Path, count: int) -> list[tuple[str, int]]:
     """Seeded (stage, n) points within how often a clean run reaches each stage."""
     project = _project(tmp_path / "count")
     tally = project / "reached.txt"
-    done = _drive(project, f"count:{tally}")
+    done = drive(project, f"count:{tally}")
     assert done.returncode == 0, done.stderr[-3000:]
     assert not check_night(project), check_night(project)  # the clean run itself is whole
     reached = Counter(tally.read_text().split())
@@ -114,11 +116,11 @@ def _points(tmp_path: Path, count: int) -> list[tuple[str, int]]:
 
 def _kill_and_recover(tmp_path: Path, index: int, stage: str, n: int) -> tuple[str, int, bool, list[str]]:
     project = _project(tmp_path / f"point-{index:03d}-{stage}-{n}")
-    first = _drive(project, f"{stage}:{n}")
+    first = drive(project, f"{stage}:{n}")
     killed = first.returncode == -9
     if not killed and first.returncode != 0:
         return stage, n, killed, [f"the first run failed: {first.stderr[-1500:]}"]
-    second = _drive(project, None)
+    second = drive(project, None)
     if second.returncode != 0:
         return stage, n, killed, [f"the restart failed: {second.stderr[-1500:]}"]
     broken = check_night(project)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +12,7 @@ from nightshift import night
 from nightshift.config import Settings
 from nightshift.render_worker import RenderWorker, ShotFailed, render_with_retries
 from nightshift.shot_render import RendererChoice
-from tests.faults.test_kill_points import PROJECT_TOML, REPO, SCRIPTS, _project
+from tests.faults.test_kill_points import REPO, SCRIPTS, _project, drive
 
 FAST = {"fps": 4, "width": 64, "height": 48, "output_width": 64, "output_height": 36}
 
@@ -29,6 +27,12 @@ def _queued_job(tmp_path: Path):  # noqa: ANN202 - (settings, job)
     return settings, outcome.job
 
 
+def _first_shot(tmp_path: Path):  # noqa: ANN202 - (settings, job, shot id, render request)
+    settings, job = _queued_job(tmp_path)
+    shot = night.shots_to_render(job)[0].shot_id
+    return settings, job, shot, night.render_request(job, shot, RendererChoice("animatic", "cpu", "test"), settings)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -38,9 +42,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_hung_render_is_killed_retried_then_reported(tmp_path: Path) -> None:
-    settings, job = _queued_job(tmp_path)
-    shot = night.shots_to_render(job)[0].shot_id
-    request = night.render_request(job, shot, RendererChoice("animatic", "cpu", "test"), settings)
+    _, _, shot, request = _first_shot(tmp_path)
     worker = RenderWorker(env={**os.environ, "NIGHTSHIFT_FAULT": "render-hang:1", "PYTHONPATH": str(REPO)})
     seen: list[int] = []
     original = worker._start
@@ -96,10 +98,7 @@ def test_defaults_stay_on_this_machine() -> None:
 
 def test_folders_follow_the_umask_and_keys_stay_private(tmp_path: Path) -> None:
     project = _project(tmp_path / "project")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NIGHTSHIFT_")}
-    env["PYTHONPATH"] = str(REPO)
-    done = subprocess.run([sys.executable, "-m", "tests.faults.driver", str(project)], cwd=project, env=env,
-                          capture_output=True, text=True, timeout=300, check=False, preexec_fn=lambda: os.umask(0o027))
+    done = drive(project, preexec_fn=lambda: os.umask(0o027))
     assert done.returncode == 0, done.stderr[-2000:]
     made = [p for p in project.rglob("*") if ".nightshift/signing" not in p.as_posix() and "inbox" not in p.parts
             and p.name != "nightshift.toml"]  # the test wrote that one
@@ -135,9 +134,7 @@ def test_disk_full_during_encode_keeps_the_script_queued(tmp_path: Path, monkeyp
 def test_disk_full_in_the_render_child_is_not_retried_or_failed(tmp_path: Path) -> None:
     from nightshift.render_worker import DiskFull
 
-    settings, job = _queued_job(tmp_path)
-    shot = night.shots_to_render(job)[0].shot_id
-    request = night.render_request(job, shot, RendererChoice("animatic", "cpu", "test"), settings)
+    settings, job, _, request = _first_shot(tmp_path)
     worker = RenderWorker(env={**os.environ, "NIGHTSHIFT_FAULT": "upscale-enospc:3", "PYTHONPATH": str(REPO)})
     warnings: list[str] = []
     try:

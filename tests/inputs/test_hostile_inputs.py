@@ -4,26 +4,12 @@ outside the project folder is read into a plan or written to."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-PROJECT_TOML = """
-[planner]
-kind = "rules"
-[render]
-fps = 4
-width = 64
-height = 48
-output_width = 64
-output_height = 36
-[night]
-stable_s = 0
-"""
+from tests.faults.test_kill_points import PROJECT_TOML, drive
+
 SCENE = "INT. KITCHEN - NIGHT\n\nMara pours tea.\n\nMARA\nIt is late.\n\n"
 
 
@@ -75,10 +61,7 @@ def test_hostile_inbox_ends_in_plans_or_reports(tmp_path: Path) -> None:
     (project / "nightshift.toml").write_text(PROJECT_TOML)
     expected = _inputs(project / "inbox", outside)
     before = _snapshot(tmp_path, project)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NIGHTSHIFT_")}
-    env.update({"PYTHONPATH": str(REPO), "HOME": str(outside / "home")})
-    done = subprocess.run([sys.executable, "-m", "tests.faults.driver", str(project)], cwd=project, env=env,
-                          capture_output=True, text=True, timeout=600, check=False)
+    done = drive(project, timeout=600, env={"HOME": str(outside / "home")})
     assert done.returncode == 0, done.stderr[-3000:]  # one process served every file and came back idle
 
     inbox = project / "inbox"
