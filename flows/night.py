@@ -240,10 +240,14 @@ def intake(claimed: str, script_name: str, project_dir: str = ".", config: str |
 @flow(name="nightshift-overnight", flow_run_name="night of {night_of}")
 def overnight(project_dir: str = ".", config: str | None = None, renderer: str | None = None,
               respect_window: bool = True, night_of: str = "") -> list[str]:
-    """Render every queued job in arrival order within the window; what is left waits for the next night."""
+    """Render every queued job (priority, then arrival order) within the window; what is left waits for the
+    next night. The queue is read again before each job, so priorities set mid-night count."""
     settings = settings_for(project_dir, config)
-    delivered = []
-    for job in night.job_store(settings).pending():
+    store = night.job_store(settings)
+    delivered: list[str] = []
+    tried: set[str] = set()
+    while (job := store.next_pending(tried)) is not None:
+        tried.add(job.id)
         try:
             folder = render_job(job.id, job.title or job.script_name, project_dir, config, renderer, respect_window)
         except DiskFull:

@@ -55,7 +55,7 @@ class ServedDeployments:
         return [
             await overnight.ato_deployment(name="overnight", parameters={**common, "renderer": self.renderer,
                                                                   "respect_window": False},
-                                    description="Render every queued job now, in arrival order."),
+                                    description="Render every queued job now, higher priority first, then in arrival order."),
             await render_job.ato_deployment(name="render", parameters={**common, "renderer": self.renderer},
                                      description="Render a queued job's remaining shots and deliver it (job_id from "
                                                  "`nightshift status` or the intake run's result)."),
@@ -160,7 +160,10 @@ class InboxService:
         from flows.night import render_job
 
         delivered = []
-        for job in night.job_store(self.settings).pending():
+        store = night.job_store(self.settings)
+        tried: set[str] = set()
+        while (job := store.next_pending(tried)) is not None:  # read again each time: priorities set mid-night count
+            tried.add(job.id)
             if not self.window_open():
                 break
             if time.monotonic() < self.retry_at.get(job.id, 0.0):

@@ -168,9 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--quantization", choices=("auto", "none", "fp8", "int8", "nf4", "gguf"))
     render.add_argument("--device", help="auto, cpu, cuda or cuda:N")
 
-    from nightshift import cli_night, cli_provenance
+    from nightshift import cli_night, cli_provenance, cli_queue
 
     cli_night.add_commands(commands)
+    cli_queue.add_commands(commands)
     cli_provenance.add_commands(commands)
 
     schema = commands.add_parser("schema", help="write the JSON Schemas for shotlist.json, renderplan.json, manifest.json")
@@ -203,6 +204,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from nightshift import cli_night
 
             return getattr(cli_night, f"cmd_{args.command}")(args, settings, _say)
+        if args.command == "queue":
+            from nightshift import cli_queue
+
+            return cli_queue.cmd_queue(args, settings, _say)
         if args.command in ("verify", "reproduce"):
             from nightshift import cli_provenance
 

@@ -2,7 +2,10 @@
 
 Every state change is written atomically before the work it announces starts,
 so a killed process leaves a queue that says exactly what is done and what is
-not. The queue is read back in arrival order on every start.
+not. The queue is read back in arrival order on every start, higher user
+priorities first (`nightshift queue --priority`). Priorities live in their own
+file, written only by the user's command, so a serving process saving a job can
+never undo a priority set while it runs.
 """
 
 from __future__ import annotations
@@ -64,8 +67,42 @@ class JobStore:
                 continue  # a job file that cannot be read is reported by `nightshift status`, not fatal here
         return sorted(jobs, key=lambda j: (j.created, j.id))
 
+    @property
+    def priorities_path(self) -> Path:
+        return self.root.parent / "priorities.json"
+
+    def priorities(self) -> dict[str, int]:
+        """Job id -> priority as the user set it (default 0); an unreadable file counts as none set."""
+        try:
+            data = json.loads(self.priorities_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return {str(k): int(v) for k, v in data.items() if isinstance(v, int)} if isinstance(data, dict) else {}
+
+    def set_priority(self, job_id: str, priority: int) -> None:
+        import fcntl
+
+        if not self.path(job_id).is_file():
+            raise KeyError(job_id)
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.root.parent / "priorities.lock", "a") as lock:  # two commands at once: neither change lost
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            priorities = self.priorities()
+            if priority == 0:
+                priorities.pop(job_id, None)
+            else:
+                priorities[job_id] = priority
+            write_atomic(self.priorities_path, json.dumps(priorities, indent=2, sort_keys=True))
+
     def pending(self) -> list[Job]:
-        return [j for j in self.all() if j.state in ("queued", "rendering")]
+        """Queued and rendering jobs in the order they will render: higher priority first, then arrival."""
+        priorities = self.priorities()
+        waiting = [j for j in self.all() if j.state in ("queued", "rendering")]
+        return sorted(waiting, key=lambda j: -priorities.get(j.id, 0))  # stable: arrival order within a priority
+
+    def next_pending(self, tried: set[str]) -> Job | None:
+        """The next job to render, read fresh from disk so a priority set or a script planned mid-night counts."""
+        return next((j for j in self.pending() if j.id not in tried), None)
 
     def find_sha(self, sha256: str) -> Job | None:
         """A job for the same content that is queued, rendering or delivered (a failed one may be retried)."""

@@ -4,7 +4,7 @@
 
 The same steps `nightshift serve --now` wires through Prefect flows: claims a crash left behind
 are taken up again, new scripts are claimed and planned, and every queued job is rendered and
-delivered in arrival order. It exits when the inbox and the queue are empty. Render starts and
+delivered in arrival order (higher user priorities first). It exits when the inbox and the queue are empty. Render starts and
 ends are appended to PROJECT_DIR/renders.log, so the suite can count re-renders. Prefect's own
 part of a crash (the server killed, a leaked GPU slot) is covered by tests/test_orchestration.py.
 """
@@ -37,12 +37,14 @@ def serve_until_idle(project: Path) -> int:
                 taken = claim(path, inbox)
                 if taken is not None:
                     night.intake_claim(taken, settings)
-        jobs = night.job_store(settings).pending()
-        if not jobs:
+        store = night.job_store(settings)
+        if not store.pending():
             if not [p for p in pending_files(inbox) if is_candidate(p)[0]] and not leftover_claims(inbox):
                 return delivered
             continue
-        for job in jobs:
+        tried: set[str] = set()
+        while (job := store.next_pending(tried)) is not None:
+            tried.add(job.id)
             night.render_remaining(job, settings, "animatic", progress=note)
             night.deliver(night.job_store(settings).load(job.id), settings)
             delivered += 1

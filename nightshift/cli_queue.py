@@ -1,0 +1,34 @@
+"""`nightshift queue`: see what renders next, and move a job up or down."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from nightshift.config import Settings
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    queue = commands.add_parser("queue", help="list the render queue in the order it will render; set priorities")
+    queue.add_argument("--all", action="store_true", help="also list delivered and failed jobs")
+    queue.add_argument("--json", action="store_true", help="print the entries as JSON")
+    queue.add_argument("--priority", type=int, metavar="N",
+                       help="set the priority of the JOBs named (higher renders sooner; default 0)")
+    queue.add_argument("jobs", nargs="*", metavar="JOB", help="job id (or a unique start of it), script name or title")
+
+
+def cmd_queue(args: argparse.Namespace, settings: Settings, say) -> int:  # noqa: ANN001
+    from nightshift.errors import NightshiftError
+    from nightshift.night import job_store
+    from nightshift.queue import format_queue, queue_entries, set_priority
+
+    if args.jobs and args.priority is None:
+        raise NightshiftError("job names were given without --priority", "add --priority N, or list the queue with no names")
+    if args.priority is not None and not args.jobs:
+        raise NightshiftError("--priority needs at least one JOB", "name jobs by id, script name or title")
+    for reference in args.jobs:
+        job = set_priority(settings, reference, args.priority)
+        say(f"{job.script_name} (job {job.id}): priority {args.priority}")
+    entries = queue_entries(job_store(settings), include_finished=args.all)
+    print(json.dumps([e.as_dict() for e in entries], indent=2) if args.json else format_queue(entries))
+    return 0

@@ -1,0 +1,102 @@
+"""The render queue as the user sees it: what renders next, how far each job is, and user priorities.
+
+Order: higher priority first, then arrival (the time the script was claimed and planned). The
+serving loop reads this order again before each job, so a priority set mid-night takes effect at
+the next job; the job rendering now is never interrupted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from nightshift.config import Settings
+from nightshift.errors import NightshiftError
+from nightshift.jobs import Job, JobStore
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    position: int | None  # 1 = renders next; None for delivered and failed jobs
+    priority: int
+    state: str
+    shots_done: int | None  # None when the plan folder cannot be read
+    shots_total: int | None
+    arrived: str
+    job_id: str
+    script_name: str
+    title: str
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _shot_counts(job: Job) -> tuple[int | None, int | None]:
+    from nightshift.render_job import is_shot_done, load_plan_folder, load_records
+
+    folder = Path(job.work_folder)
+    try:
+        _, plan = load_plan_folder(folder)
+        records = load_records(folder)
+    except (NightshiftError, OSError, ValueError):
+        return None, None
+    if job.state == "delivered":
+        return len(plan.specs), len(plan.specs)
+    done = sum(1 for spec in plan.specs if is_shot_done(folder, spec, records.get(spec.shot_id)))
+    return done, len(plan.specs)
+
+
+def queue_entries(store: JobStore, include_finished: bool = False) -> list[QueueEntry]:
+    """Pending jobs in render order; with `include_finished`, delivered and failed jobs after them."""
+    priorities = store.priorities()
+    pending = store.pending()
+    jobs: list[tuple[int | None, Job]] = list(enumerate(pending, start=1))
+    if include_finished:
+        jobs += [(None, j) for j in store.all() if j.state in ("delivered", "failed")]
+    entries = []
+    for position, job in jobs:
+        done, total = _shot_counts(job)
+        entries.append(QueueEntry(position, priorities.get(job.id, 0), job.state, done, total, job.created,
+                                  job.id, job.script_name, job.title))
+    return entries
+
+
+def find_job(store: JobStore, reference: str) -> Job:
+    """A job by id, unique id prefix, script name or title; an error lists the candidates otherwise."""
+    jobs = store.all()
+    for matches in ([j for j in jobs if j.id == reference],
+                    [j for j in jobs if j.script_name == reference or j.title == reference],
+                    [j for j in jobs if j.id.startswith(reference)]):
+        # A script dropped again after a failure has several jobs: the pending one is meant.
+        pending = [j for j in matches if j.state in ("queued", "rendering")]
+        if len(pending) == 1 or len(matches) == 1:
+            return pending[0] if len(pending) == 1 else matches[0]
+        if len(matches) > 1:
+            listed = ", ".join(f"{j.id} ({j.script_name}, {j.state})" for j in matches)
+            raise NightshiftError(f"{reference!r} matches {len(matches)} jobs: {listed}", "give the full job id")
+    raise NightshiftError(f"no job matches {reference!r}",
+                          "run `nightshift queue --all` to see job ids, script names and titles")
+
+
+def set_priority(settings: Settings, reference: str, priority: int) -> Job:
+    """Give a queued job a priority (higher renders sooner; 0 is the default, negatives wait)."""
+    from nightshift.night import job_store
+
+    store = job_store(settings)
+    job = find_job(store, reference)
+    if job.state not in ("queued", "rendering"):
+        raise NightshiftError(f"{job.script_name} (job {job.id}) is already {job.state}; its priority cannot change",
+                              "drop the script into the inbox again to render it again")
+    store.set_priority(job.id, priority)
+    return job
+
+
+def format_queue(entries: list[QueueEntry]) -> str:
+    if not entries:
+        return "The queue is empty."
+    lines = [f"{'#':>3}  {'prio':>4}  {'state':<9}  {'shots':>7}  {'arrived':<19}  {'job':<34}  script"]
+    for e in entries:
+        shots = f"{e.shots_done}/{e.shots_total}" if e.shots_total is not None else "?"
+        lines.append(f"{e.position if e.position is not None else '-':>3}  {e.priority:>4}  {e.state:<9}  {shots:>7}  "
+                     f"{e.arrived[:19]:<19}  {e.job_id:<34}  {e.script_name}")
+    return "\n".join(lines)

@@ -1,0 +1,106 @@
+"""The render queue: arrival order, user priorities (set before or during the night), `nightshift queue`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from nightshift import night
+from nightshift.cli import main
+from nightshift.config import Settings
+from nightshift.delivery import read_manifest
+from nightshift.errors import NightshiftError
+from nightshift.inbox import claim
+from nightshift.queue import find_job, queue_entries, set_priority
+from tests.faults.test_kill_points import REPO, drive
+
+NAMES = ("paper_boat.txt", "night_train.md", "courier.fountain")
+TOML = """[planner]\nkind = "rules"\n[render]\nfps = 4\nwidth = 64\nheight = 48\noutput_width = 64\noutput_height = 36\n"""
+
+
+def _queued(tmp_path: Path) -> tuple[Settings, list[str]]:
+    """Three scripts claimed and planned in the order of NAMES; returns their job ids in that order."""
+    project = tmp_path / "project"
+    (project / "inbox").mkdir(parents=True)
+    (project / "nightshift.toml").write_text(TOML)
+    settings = Settings(project_dir=project, planner={"kind": "rules"},
+                        render={"fps": 4, "width": 64, "height": 48, "output_width": 64, "output_height": 36})
+    inbox = project / "inbox"
+    ids = []
+    for name in NAMES:
+        shutil.copyfile(REPO / "examples" / "corpus" / name, inbox / name)
+        ids.append(night.intake_claim(claim(inbox / name, inbox), settings).job.id)
+    return settings, ids
+
+
+def test_arrival_order_then_priorities(tmp_path: Path) -> None:
+    settings, ids = _queued(tmp_path)
+    store = night.job_store(settings)
+    assert [j.id for j in store.pending()] == ids  # arrival order
+    set_priority(settings, "courier.fountain", 5)  # by script name
+    set_priority(settings, ids[1][:20], -1)  # by a unique start of the id: waits behind everything
+    assert [j.id for j in store.pending()] == [ids[2], ids[0], ids[1]]
+    entries = queue_entries(store)
+    assert [(e.position, e.priority, e.shots_done) for e in entries] == [(1, 5, 0), (2, 0, 0), (3, -1, 0)]
+    assert all(e.shots_total and e.shots_total > 0 for e in entries)
+    set_priority(settings, "courier.fountain", 0)  # back to the default: arrival order again
+    assert [j.id for j in store.pending()] == [ids[0], ids[2], ids[1]] and store.priorities() == {ids[1]: -1}
+
+    with pytest.raises(NightshiftError, match="no job matches 'nope.txt'"):
+        find_job(store, "nope.txt")
+    with pytest.raises(NightshiftError, match="matches 3 jobs"):
+        find_job(store, "2")  # every id starts with the year
+
+
+def test_the_night_renders_in_priority_order_and_a_priority_set_mid_night_counts(tmp_path: Path) -> None:
+    from flows.serve import InboxService
+
+    settings, ids = _queued(tmp_path)
+    set_priority(settings, "night_train.md", 3)
+    order: list[str] = []
+
+    def render_job(job_id: str, *args: object, **kwargs: object) -> str:  # the Prefect flow, minus rendering
+        order.append(job_id)
+        if len(order) == 1:  # while the first job renders, the user moves the last one up
+            set_priority(settings, "courier.fountain", 9)
+        job = night.job_store(settings).load(job_id)
+        night.render_remaining(job, settings, "animatic")
+        return str(night.deliver(night.job_store(settings).load(job_id), settings))
+
+    import flows.night
+
+    original = flows.night.render_job
+    flows.night.render_job = render_job
+    try:
+        delivered = InboxService(settings, now=True, say=lambda _: None).render_queue()
+    finally:
+        flows.night.render_job = original
+    assert order == [ids[1], ids[2], ids[0]]
+    assert len(delivered) == 3 and night.job_store(settings).pending() == []
+    with pytest.raises(NightshiftError, match="already delivered"):
+        set_priority(settings, "courier.fountain", 1)
+
+
+def test_queue_command_and_the_serving_loop(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    settings, ids = _queued(tmp_path)
+    project = settings.project_dir
+    monkeypatch.chdir(project)
+    assert main(["queue", "--priority", "2", "courier.fountain", "Night Train"]) == 0  # by name and by title
+    out = capsys.readouterr()
+    assert "courier.fountain (job" in out.err and out.out.splitlines()[1].split()[:2] == ["1", "2"]
+    assert main(["queue", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [e["job_id"] for e in listed] == [ids[1], ids[2], ids[0]]  # equal priority: arrival order
+    assert main(["queue", "--priority", "1"]) == 1 and "needs at least one JOB" in capsys.readouterr().err
+
+    done = drive(project)  # the serving loop (no Prefect) renders the queue in that order
+    assert done.returncode == 0, done.stderr[-2000:]
+    deliveries = sorted(project.glob("output/*/*/manifest.json"), key=lambda p: read_manifest(p.parent).delivered)
+    assert [read_manifest(p.parent).inputs.script.name for p in deliveries] == [NAMES[1], NAMES[2], NAMES[0]]
+    assert main(["queue", "--all", "--json"]) == 0
+    finished = json.loads(capsys.readouterr().out)
+    assert {e["state"] for e in finished} == {"delivered"} and all(e["position"] is None for e in finished)
