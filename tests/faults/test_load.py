@@ -1,5 +1,6 @@
 """Load: 200 scripts dropped at once and 20 more while the night runs; each delivered exactly once, in
-arrival order, with the serving process's memory flat. Marked slow (about 30 s on 2 cores):
+arrival order except the five the user moved up mid-night with `nightshift queue --priority`, with the
+serving process's memory flat. Marked slow (about 30 s on 2 cores):
 
     .venv/bin/python -m pytest -m slow tests/faults/test_load.py -s
 """
@@ -56,6 +57,13 @@ def test_two_hundred_at_once_and_twenty_during_the_night(tmp_path: Path) -> None
         time.sleep(0.5)
     for n in range(200, 220):  # dropped while the night runs
         (project / "inbox" / f"load-{n:03d}.fountain").write_text(_script(n))
+    # The user moves five waiting scripts up, from another process, while the night runs.
+    delivered_before = len(list((project / "output").glob("*/*/manifest.json")))
+    urgent = [f"Load {n:03d}" for n in (150, 160, 170, 180, 190)]
+    bump = subprocess.run([sys.executable, "-m", "nightshift.cli", "queue", "--priority", "5", *urgent], cwd=project,
+                          env=env, capture_output=True, text=True, check=False)
+    assert bump.returncode == 0, bump.stderr
+    delivered_after = len(list((project / "output").glob("*/*/manifest.json")))
     _, stderr = driver.communicate(timeout=1800)
     assert driver.returncode == 0, stderr[-3000:]
     watcher.join(5)
@@ -63,10 +71,14 @@ def test_two_hundred_at_once_and_twenty_during_the_night(tmp_path: Path) -> None
 
     deliveries = sorted(project.glob("output/*/*/manifest.json"), key=lambda p: read_manifest(p.parent).delivered)
     titles = [read_manifest(p.parent).title for p in deliveries]
-    assert titles == [f"Load {n:03d}" for n in range(220)]  # each once, in arrival order
+    assert sorted(titles) == [f"Load {n:03d}" for n in range(220)]  # each exactly once
+    assert [t for t in titles if t not in urgent] == [f"Load {n:03d}" for n in range(220) if f"Load {n:03d}" not in urgent]
+    first = titles.index(urgent[0])  # the urgent five: together, in arrival order, from the next job on
+    assert titles[first:first + 5] == urgent and delivered_before <= first <= delivered_after + 1, (first, delivered_before)
     assert len(list((project / "inbox" / "done").glob("*.fountain"))) == 220
     early = max(rss for done, rss in samples if done <= 30)
     late = max(rss for done, rss in samples if done >= 190)
-    print(f"\n220 scripts in {seconds:.0f} s; serving process peak RSS {early / 2**20:.0f} MB by delivery 30, "
+    print(f"\n220 scripts in {seconds:.0f} s; the urgent five delivered as numbers {first + 1}-{first + 5} "
+          f"(priority set after {delivered_before}-{delivered_after} deliveries); serving process peak RSS {early / 2**20:.0f} MB by delivery 30, "
           f"{late / 2**20:.0f} MB from delivery 190 on ({late / early:.2f}x)")
     assert late < early * 1.25, "memory grows with the number of scripts"
