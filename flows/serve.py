@@ -85,7 +85,10 @@ class ServedDeployments:
 
     def stop(self) -> None:
         if self.thread is not None and self.thread.is_alive() and self.runner.started:
-            self.runner.execute_in_background(self.runner.astop).result(timeout=30)
+            try:
+                self.runner.execute_in_background(self.runner.astop).result(timeout=30)
+            except Exception as error:  # noqa: BLE001 - stopping must not hang or fail on an unreachable server
+                log.warning(f"the deployment runner did not stop cleanly: {error!r}")
             self.thread.join(timeout=30)
 
 
@@ -208,7 +211,8 @@ class InboxService:
                 self.render_queue()
             if once and self.idle():
                 return
-            # Wake on any inbox change, or after poll_s to re-check sizes and the window.
+            # Wake on any inbox change, or after poll_s to re-check sizes and the window. Ctrl-C must reach
+            # the caller: watchfiles would otherwise swallow it and this loop would serve on.
             for _ in watchfiles.watch(self.inbox, stop_event=stop, rust_timeout=poll_ms, yield_on_timeout=True,
-                                      recursive=False, raise_interrupt=False):
+                                      recursive=False, raise_interrupt=True):
                 break

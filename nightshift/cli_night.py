@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 from datetime import datetime
 from pathlib import Path
 
@@ -78,9 +79,17 @@ def cmd_serve(args: argparse.Namespace, settings: Settings, say) -> int:  # noqa
         say(f"serving deployments nightshift-overnight/overnight and nightshift-render/render at {PREFECT_API_URL.value()} "
             "(no work pool needed)")
     say(f"serving {service.inbox} (renders: {window}); Ctrl-C stops")
+    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)  # `kill`, systemd and docker stop like Ctrl-C
     try:
         service.run(once=args.once)
+    except KeyboardInterrupt:
+        say("stopping: queued work stays queued; start `nightshift serve` again to go on")
     finally:
+        signal.signal(signal.SIGTERM, previous)
         if served is not None:
             served.stop()
     return 0
+
+
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

@@ -20,6 +20,7 @@ from nightshift.delivery import delivery_folder, read_manifest
 from nightshift.inbox import StabilityTracker, claim, is_candidate, leftover_claims
 from nightshift.night import in_window, job_store
 from nightshift.shot_render import sha256_file
+from nightshift.verify import verify_delivery
 from renderers.encode import probe
 
 # Orchestration is about the night, not pixels: deliveries at 640x360 (4K is covered by the render tests).
@@ -329,3 +330,79 @@ def test_run_delivers_with_the_tiny_diffusers_pipeline(prefect_server: None, pro
         info = probe(folder / clip.file)
         assert (info.width, info.height, info.frames) == (640, 360, clip.frames)
     assert (inbox / "done" / "paper_boat.txt").is_file()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_prefect_server(port: int, env: dict[str, str], log: Path) -> subprocess.Popen:
+    import httpx
+
+    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                              env=env, start_new_session=True, stdout=open(log, "a"), stderr=subprocess.STDOUT)
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    _wait(healthy, 180, "the Prefect server to answer")
+    return server
+
+
+def test_prefect_server_killed_alone_mid_night(project: Settings, corpus: Path, tmp_path: Path) -> None:
+    """The Prefect server (a separate `prefect server start`) is SIGKILLed mid-render and restarted on the same
+    database while `nightshift serve` keeps running: serve never exits, the night finishes once the server is
+    back, the script is delivered once, and no finished shot is rendered again. Prefect's client retries a lost
+    server for about a minute by itself (2+4+8+16+32 s); one retry here makes the outage outlast them, so the
+    render flow crashes and serve's own keep-queued-and-back-off path is what brings the night home."""
+    port = _free_port()
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "DO_NOT_TRACK": "1",
+           "PREFECT_CLIENT_MAX_RETRIES": "1",
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "false",
+           "PREFECT_API_URL": f"http://127.0.0.1:{port}/api", "NIGHTSHIFT_RENDER__RENDERER": "animatic"}
+    server_log, serve_log = tmp_path / "server.log", tmp_path / "serve.log"
+    server = _start_prefect_server(port, env, server_log)
+    inbox = project.resolve(project.paths.inbox)
+    (inbox / "lighthouse.fountain").write_bytes((corpus / "lighthouse.fountain").read_bytes())
+    serve = subprocess.Popen([sys.executable, "-m", "nightshift.cli", "serve", "--now"], cwd=project.project_dir,
+                             env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=open(serve_log, "w"))
+    work = project.project_dir / ".nightshift" / "work"
+
+    def rendered() -> dict:
+        files = list(work.glob("*/renders.json")) if work.is_dir() else []
+        return json.loads(files[0].read_text())["clips"] if files else {}
+
+    try:
+        _wait(lambda: len(rendered()) >= 2, 300, "two shots rendered before the server is killed")
+        os.killpg(server.pid, signal.SIGKILL)  # the server alone; serve and its render child keep running
+        server.wait()
+        before = {c["shot_id"]: c for c in rendered()}
+        time.sleep(8)  # down long enough for serve to notice and back off
+        assert serve.poll() is None, "nightshift serve exited when the server went away"
+        server = _start_prefect_server(port, env, server_log)  # same port, same database
+        _wait(lambda: "lighthouse.fountain: delivered to" in serve_log.read_text(), 600,
+              "the delivery after the server came back")
+        [delivered] = _deliveries(project)
+        assert serve.poll() is None, serve_log.read_text()[-3000:]
+        serve.send_signal(signal.SIGINT)  # Ctrl-C: serve stops promptly and cleanly
+        assert serve.wait(60) == 0
+    finally:
+        for process in (serve, server):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(60)
+    said = serve_log.read_text()
+    assert "it stays queued, next try in" in said, said[-3000:]
+    after = {c.shot_id: c for c in read_manifest(delivered).clips}
+    for shot_id, clip in before.items():
+        assert after[shot_id].started == clip["started"], f"{shot_id} was rendered again"
+    assert verify_delivery(delivered).ok
+    assert (inbox / "done" / "lighthouse.fountain").is_file() and not list((inbox / ".claimed").rglob("*.fountain"))
+    assert [j.state for j in job_store(project).all()] == ["delivered"]
