@@ -24,9 +24,9 @@ from pathlib import Path
 
 from nightshift import night
 from nightshift.config import Settings
-from nightshift.errors import NightshiftError
+from nightshift.errors import DiskFull, NightshiftError
 from nightshift.inbox import StabilityTracker, claim, is_candidate, leftover_claims, pending_files
-from nightshift.render_worker import DiskFull, ShotFailed
+from nightshift.render_worker import ShotFailed
 
 log = logging.getLogger("nightshift.serve")
 MAX_BACKOFF_S = 300.0  # a job whose render keeps crashing is retried at most every 5 minutes, never dropped
@@ -103,6 +103,11 @@ class InboxService:
         self.ignored: set[str] = set()
         self.crashes: dict[str, int] = {}  # unexpected errors per job (a Prefect server restart, ...)
         self.retry_at: dict[str, float] = {}  # when a job that crashed is tried again: backing off, never dropped
+        self.disk_full = 0  # full-disk pauses in a row: the whole queue waits, longer each time, until space is back
+        self.disk_retry_at = 0.0
+        # Claimed scripts whose intake stopped for a reason not theirs (a full disk, the Prefect server away):
+        # they stay in inbox/.claimed/ and are planned again later; claim path -> (name, attempts, when).
+        self.intake_retry: dict[Path, tuple[str, int, float]] = {}
 
     @property
     def project(self) -> str:
@@ -116,6 +121,9 @@ class InboxService:
     def scan(self) -> int:
         """Claim and plan every complete script in the inbox. Returns how many were taken."""
         taken = 0
+        for claimed, (name, _, when) in list(self.intake_retry.items()):
+            if time.monotonic() >= when:
+                self._intake(claimed, name)
         for path in pending_files(self.inbox):
             ok, why = is_candidate(path)
             if not ok:
@@ -139,15 +147,20 @@ class InboxService:
     def _intake(self, claimed: Path, name: str) -> None:
         from flows.night import intake
 
+        attempts = self.intake_retry.pop(claimed, (name, 0, 0.0))[1] + 1
         try:
             outcome = intake(str(claimed), name, self.project, self.config)
             self.say(outcome["message"])
-        except Exception as error:  # noqa: BLE001 - one bad script never stops the service
-            self.say(f"{name}: intake failed: {error}")
+        except Exception as error:  # noqa: BLE001 - one script never stops the service
+            # A script's own problems are settled inside intake (inbox/failed/ with a report). What gets here
+            # is the machine's (a full disk, the Prefect server away): the script stays claimed, tried again later.
+            delay = min(MAX_BACKOFF_S, 2.0 ** attempts)
+            what = error.report() if isinstance(error, DiskFull) else repr(error)
             if claimed.exists():
-                from nightshift.inbox import settle
-
-                settle(claimed, self.inbox, ok=False, report=f"{name}: intake failed unexpectedly: {error!r}\n")
+                self.intake_retry[claimed] = (name, attempts, time.monotonic() + delay)
+                self.say(f"{name}: intake stopped: {what}\nThe script stays in {claimed.parent}; next try in {delay:.0f} s.")
+            else:
+                self.say(f"{name}: intake stopped ({what}) and the claim is gone; `nightshift queue --all` shows its job")
 
     def _emit(self, claimed: Path, name: str, sha256: str) -> None:
         from prefect.events import emit_event
@@ -162,7 +175,9 @@ class InboxService:
     def render_queue(self) -> list[str]:
         from flows.night import render_job
 
-        delivered = []
+        delivered: list[str] = []
+        if time.monotonic() < self.disk_retry_at:
+            return delivered
         store = night.job_store(self.settings)
         tried: set[str] = set()
         while (job := store.next_pending(tried)) is not None:  # read again each time: priorities set mid-night count
@@ -175,7 +190,12 @@ class InboxService:
                 folder = render_job(job.id, job.title or job.script_name, self.project, self.config, self.renderer,
                                     respect_window=not self.now)
             except DiskFull as error:
-                self.say(f"{job.script_name}: {error.report()}")
+                # Every job needs the same disk: pause the whole queue, not just this job, and look again
+                # later rather than starting a flow run per poll while the disk stays full.
+                self.disk_full += 1
+                delay = min(MAX_BACKOFF_S, 2.0 ** self.disk_full)
+                self.disk_retry_at = time.monotonic() + delay
+                self.say(f"{job.script_name}: {error.report()}\nThe queue waits; next try in {delay:.0f} s.")
                 break
             except (ShotFailed, NightshiftError) as error:
                 self.say(f"{job.script_name}: failed: {error}")
@@ -189,6 +209,7 @@ class InboxService:
                 self.say(f"{job.script_name}: render stopped unexpectedly ({error!r}); it stays queued, "
                          f"next try in {delay:.0f} s")
                 continue
+            self.disk_full = 0
             if folder:
                 self.say(f"{job.script_name}: delivered to {folder}")
                 delivered.append(folder)
@@ -196,7 +217,7 @@ class InboxService:
 
     def idle(self) -> bool:
         files = [p for p in pending_files(self.inbox) if is_candidate(p)[0]]
-        return not files and not night.job_store(self.settings).pending()
+        return not files and not self.intake_retry and not night.job_store(self.settings).pending()
 
     def run(self, stop: threading.Event | None = None, once: bool = False) -> None:
         """Serve until `stop` is set (or, with `once`, until the inbox and the queue are empty)."""

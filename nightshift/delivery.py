@@ -37,7 +37,11 @@ def move_into_place(work: Path, target: Path) -> Path:
     except OSError:
         staging = target.with_name(f".{target.name}.partial")
         shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(work, staging)
+        try:
+            shutil.copytree(work, staging)
+        except BaseException:  # a full output disk: no half delivery left behind; the work folder is intact
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         os.rename(staging, target)
         shutil.rmtree(work)
     return target

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 
@@ -52,3 +53,14 @@ class OllamaModelMissing(PlannerError):
 
 class PlannerOutputError(PlannerError):
     """The model's answers stayed invalid after every repair attempt."""
+
+
+class DiskFull(NightshiftError):
+    """The disk filled up: not the script's fault, so nothing is failed; the work waits for space."""
+
+    hint = "free disk space; nothing was failed or lost, and the night resumes where it stopped"
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """ENOSPC or a quota: the kernel's word for a full disk, however the library wrapped it."""
+    return getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT)

@@ -17,7 +17,7 @@ from nightshift import faults
 from nightshift.config import Settings
 from nightshift.delivery import delivery_folder, move_into_place
 from nightshift.seal import seal_delivery
-from nightshift.errors import NightshiftError
+from nightshift.errors import DiskFull, NightshiftError, is_disk_full
 from nightshift.inbox import Claim, original_name, settle
 from nightshift.jobs import Job, JobStore
 from nightshift.render_job import assemble_folder, is_shot_done, load_plan_folder, load_records, save_records
@@ -92,14 +92,31 @@ def intake_claim(claim: Claim | Path, settings: Settings, force: bool = False) -
     try:
         result = plan_script_file(claim.path, settings, out_dir=work)
     except (NightshiftError, ValueError, OSError) as error:
+        if is_disk_full(error):
+            raise _planning_disk_full(claim.original_name, work, error) from error
         report = error.report() if isinstance(error, NightshiftError) else str(error)
         settle(claim.path, inbox, ok=False, report=_failure_report(claim.original_name, "planning", report))
         return IntakeOutcome(None, "failed", f"{claim.original_name}: {report}")
     job.title = result.shotlist.title
     job.log(f"planned: {len(result.shotlist.shots)} shots by {result.shotlist.planner.kind}")
     faults.reached("queue")
-    store.save(job)
+    try:
+        store.save(job)
+    except OSError as error:
+        if is_disk_full(error):
+            raise _planning_disk_full(claim.original_name, work, error) from error
+        raise
     return IntakeOutcome(job, "queued", f"{claim.original_name}: {len(result.shotlist.shots)} shots queued as {job.id}")
+
+
+def _planning_disk_full(name: str, work: Path, error: OSError) -> DiskFull:
+    """Not the script's fault: its half plan is removed and the script stays claimed, to be planned again."""
+    import shutil
+
+    shutil.rmtree(work, ignore_errors=True)
+    return DiskFull(f"{name}: the disk is full; planning stopped ({error})",
+                    "free disk space; the script stays in inbox/.claimed/ and is planned again on the next try "
+                    "or restart of `nightshift serve`")
 
 
 def _failure_report(name: str, stage: str, detail: str) -> str:

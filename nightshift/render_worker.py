@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from nightshift import errors
 from nightshift.errors import NightshiftError
 from nightshift.shot_render import ClipRecord
 
@@ -28,7 +29,7 @@ class ShotFailed(NightshiftError):
     """A shot's render raised, timed out, or its process died."""
 
 
-class DiskFull(ShotFailed):
+class DiskFull(ShotFailed, errors.DiskFull):
     """The disk filled up during a render: not the script's fault, so it is not failed, only paused."""
 
 
@@ -70,7 +71,7 @@ class RenderWorker:
             raise ShotFailed(f"{request['shot_id']}: the render process exited (status {code}) mid-shot")
         answer = json.loads(line)
         if not answer["ok"]:
-            if answer.get("errno") == errno.ENOSPC:
+            if answer.get("errno") in (errno.ENOSPC, errno.EDQUOT):
                 raise DiskFull(answer["error"], "free disk space; the script stays queued and the night resumes "
                                                 "where it stopped (half-written files were removed)")
             raise ShotFailed(answer["error"], answer.get("hint", ""))

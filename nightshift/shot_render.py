@@ -155,8 +155,10 @@ class _Finish:
 
     def native_to_4k(self, job: ShotJob, native: Path) -> Path:
         final = job.shots_dir / f"{job.spec.shot_id}.mp4"
-        upscale_to_4k(native, final, self.upscale, self.encode, self.model)
-        native.unlink(missing_ok=True)
+        try:
+            upscale_to_4k(native, final, self.upscale, self.encode, self.model)
+        finally:  # also on failure: a retry renders again, and a full disk needs the space back
+            native.unlink(missing_ok=True)
         return final
 
     def settings_record(self) -> dict[str, object]:
