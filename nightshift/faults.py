@@ -2,7 +2,8 @@
 
 NIGHTSHIFT_FAULT=<stage>:<n> sends SIGKILL to this process the n-th time it reaches <stage>
 (<stage>-hang:<n> makes it hang there instead, for timeouts; <stage>-enospc:<n> raises the
-"No space left on device" error a full disk gives),
+"No space left on device" error a full disk gives; <stage>-oom:<n> raises CUDA's out-of-memory
+error the n-th time and every time after, a model that fits at no memory tier),
 so a test can stop the night at an exact point (mid-encode, between signing and the rename)
 and check that a restart finishes with nothing lost or doubled. NIGHTSHIFT_FAULT=count:<file>
 appends each stage reached to <file>, to learn where the points are. Unset, as it always is for
@@ -29,9 +30,13 @@ def reached(stage: str) -> None:
         with open(nth, "a", encoding="utf-8") as log:
             log.write(stage + "\n")
         return
-    if wanted not in (stage, f"{stage}-hang", f"{stage}-enospc"):
+    if wanted not in (stage, f"{stage}-hang", f"{stage}-enospc", f"{stage}-oom"):
         return
     _counts[wanted] = _counts.get(wanted, 0) + 1
+    if wanted.endswith("-oom") and _counts[wanted] >= int(nth or 1):
+        import torch
+
+        raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate 2.00 GiB (injected at {stage})")
     if _counts[wanted] == int(nth or 1):
         if wanted.endswith("-enospc"):
             raise OSError(errno.ENOSPC, "No space left on device (injected at " + stage + ")")

@@ -125,6 +125,7 @@ def render_with_retries(worker: RenderWorker, request: dict[str, Any], timeout_s
     """Render one shot, retrying a failed or timed-out attempt `retries` times; the last failure is raised
     with every attempt's reason in its report."""
     reasons = []
+    hint = "see the reasons above; raise night.shot_timeout_s for long shots, or fix the model setup"
     for attempt in range(1, retries + 2):
         try:
             return worker.render(request, timeout_s)
@@ -132,10 +133,10 @@ def render_with_retries(worker: RenderWorker, request: dict[str, Any], timeout_s
             raise  # retrying cannot help until someone frees space
         except ShotFailed as error:
             reasons.append(f"attempt {attempt}: {error}")
+            hint = error.hint or hint  # the last attempt's own advice (e.g. what to do about out-of-memory)
             if warn is not None:
                 warn(f"{request['shot_id']} attempt {attempt}/{retries + 1} failed: {error.report()}")
-    raise ShotFailed(f"{request['shot_id']}: failed {retries + 1} times ({'; '.join(reasons)})",
-                     "see the reasons above; raise night.shot_timeout_s for long shots, or fix the model setup")
+    raise ShotFailed(f"{request['shot_id']}: failed {retries + 1} times ({'; '.join(reasons)})", hint)
 
 
 def exit_with_parent(parent: int, interval_s: float = 1.0) -> threading.Thread:

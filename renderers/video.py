@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from nightshift import faults
 from nightshift.errors import NightshiftError
 from nightshift.schemas import RenderSpec
 from renderers.memory import (MemoryPlan, QuantizationMode, Tier, apply_fp8_storage, apply_tier, check_quantization,
@@ -166,6 +167,7 @@ class DiffusersVideoBackend:
         while True:
             assert self.memory is not None
             try:
+                faults.reached("generate")
                 output = self.generate(spec, keyframes)
                 return RenderedVideo(output, self.memory.quantization, self.memory.tier, attempts, self.memory.reason,
                                      round(time.perf_counter() - started, 3))

@@ -332,6 +332,48 @@ def test_run_delivers_with_the_tiny_diffusers_pipeline(prefect_server: None, pro
     assert (inbox / "done" / "paper_boat.txt").is_file()
 
 
+
+def test_out_of_memory_at_every_tier_fails_that_script_and_the_night_goes_on(
+        prefect_server: None, project: Settings, corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CUDA out of memory at every tier (a failpoint in the first job's render child raises torch's OOM error at
+    each pipeline call): that script fails with a report naming each tier tried; the next one is delivered."""
+    import flows.night
+    from flows.serve import InboxService
+    from nightshift.night import intake_claim
+    from nightshift.render_worker import RenderWorker
+    from tests.tiny_models import build_ltx
+
+    model = build_ltx(tmp_path / "tiny-ltx")
+    for key, value in {"FAMILY": "ltx", "MODEL_ID": str(model), "WIDTH": "32", "HEIGHT": "32", "STEPS": "2",
+                       "GUIDANCE": "1.0", "DEVICE": "cpu", "QUANTIZATION": "none"}.items():
+        monkeypatch.setenv(f"NIGHTSHIFT_RENDER__{key}", value)
+    settings = Settings(project_dir=project.project_dir)
+    inbox = settings.resolve(settings.paths.inbox)
+    jobs = []
+    for name in ("paper_boat.txt", "night_train.md"):
+        (inbox / name).write_bytes((corpus / name).read_bytes())
+        jobs.append(intake_claim(claim(inbox / name, inbox), settings).job)
+    children: list[RenderWorker] = []
+
+    class FirstJobOutOfMemory(RenderWorker):  # one render child per job: only the first job's child runs out
+        def __init__(self, env: dict[str, str] | None = None) -> None:
+            super().__init__(env if children else {**os.environ, "NIGHTSHIFT_FAULT": "generate-oom:1"})
+            children.append(self)
+
+    monkeypatch.setattr(flows.night, "RenderWorker", FirstJobOutOfMemory)
+    said: list[str] = []
+    delivered = InboxService(settings, now=True, renderer="diffusers", say=said.append).render_queue()
+
+    failed = job_store(settings).load(jobs[0].id)
+    assert failed.state == "failed" and "out of memory at every tier tried" in (failed.error or "")
+    report = (inbox / "failed" / "paper_boat.txt.error.txt").read_text()
+    for tier in ("resident", "resident_tiled", "group_offload"):
+        assert f"none/{tier}: out of memory" in report, report
+    assert "lower the resolution" in report and any("paper_boat.txt: failed" in line for line in said)
+    [folder] = delivered
+    assert read_manifest(Path(folder)).inputs.script.name == "night_train.md"
+    assert (inbox / "done" / "night_train.md").is_file() and len(children) == 2
+
 def _free_port() -> int:
     import socket
 
