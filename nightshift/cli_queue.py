@@ -11,7 +11,7 @@ from nightshift.config import Settings
 def add_commands(commands: argparse._SubParsersAction) -> None:
     queue = commands.add_parser("queue", help="list the render queue in the order it will render; set priorities")
     queue.add_argument("--all", action="store_true", help="also list delivered and failed jobs")
-    queue.add_argument("--json", action="store_true", help="print the entries as JSON")
+    queue.add_argument("--json", action="store_true", help="print {jobs: [...], not_planned: [...]} as JSON")
     queue.add_argument("--priority", type=int, metavar="N",
                        help="set the priority of the JOBs named (higher renders sooner; default 0)")
     queue.add_argument("jobs", nargs="*", metavar="JOB", help="job id (or a unique start of it), script name or title")
@@ -20,7 +20,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 def cmd_queue(args: argparse.Namespace, settings: Settings, say) -> int:  # noqa: ANN001
     from nightshift.errors import NightshiftError
     from nightshift.night import job_store
-    from nightshift.queue import format_queue, queue_entries, set_priority
+    from nightshift.queue import format_queue, queue_entries, set_priority, waiting_scripts
 
     if args.jobs and args.priority is None:
         raise NightshiftError("job names were given without --priority", "add --priority N, or list the queue with no names")
@@ -30,5 +30,10 @@ def cmd_queue(args: argparse.Namespace, settings: Settings, say) -> int:  # noqa
         job = set_priority(settings, reference, args.priority)
         say(f"{job.script_name} (job {job.id}): priority {args.priority}")
     entries = queue_entries(job_store(settings), include_finished=args.all)
-    print(json.dumps([e.as_dict() for e in entries], indent=2) if args.json else format_queue(entries))
+    waiting = waiting_scripts(settings)
+    if args.json:
+        print(json.dumps({"jobs": [e.as_dict() for e in entries],
+                          "not_planned": [{"script_name": n, "where": w} for n, w in waiting]}, indent=2))
+    else:
+        print(format_queue(entries, waiting))
     return 0

@@ -61,6 +61,22 @@ def queue_entries(store: JobStore, include_finished: bool = False) -> list[Queue
     return entries
 
 
+def waiting_scripts(settings: Settings) -> list[tuple[str, str]]:
+    """Scripts not planned yet: (name, where). Read-only, so it is safe while `nightshift serve` runs."""
+    from nightshift.inbox import CLAIMED, is_candidate, pending_files
+    from nightshift.night import inbox_dir, job_store
+
+    inbox = inbox_dir(settings)
+    waiting = [(p.name, "in the inbox") for p in pending_files(inbox) if is_candidate(p)[0]]
+    planned = {Path(j.claimed_path) for j in job_store(settings).all()}
+    claimed = inbox / CLAIMED
+    for holder in sorted(claimed.iterdir()) if claimed.is_dir() else []:
+        if holder.is_dir() and not holder.name.startswith("."):
+            waiting += [(f.name, "claimed, planning not finished (retried by serve, e.g. after a full disk)")
+                        for f in sorted(holder.iterdir()) if f.is_file() and f not in planned]
+    return waiting
+
+
 def find_job(store: JobStore, reference: str) -> Job:
     """A job by id, unique id prefix, script name or title; an error lists the candidates otherwise."""
     jobs = store.all()
@@ -91,12 +107,13 @@ def set_priority(settings: Settings, reference: str, priority: int) -> Job:
     return job
 
 
-def format_queue(entries: list[QueueEntry]) -> str:
+def format_queue(entries: list[QueueEntry], waiting: list[tuple[str, str]] | None = None) -> str:
+    notes = [f"not planned yet: {name} ({where})" for name, where in waiting or []]
     if not entries:
-        return "The queue is empty."
+        return "\n".join(["The queue is empty.", *notes])
     lines = [f"{'#':>3}  {'prio':>4}  {'state':<9}  {'shots':>7}  {'arrived':<19}  {'job':<34}  script"]
     for e in entries:
         shots = f"{e.shots_done}/{e.shots_total}" if e.shots_total is not None else "?"
         lines.append(f"{e.position if e.position is not None else '-':>3}  {e.priority:>4}  {e.state:<9}  {shots:>7}  "
                      f"{e.arrived[:19]:<19}  {e.job_id:<34}  {e.script_name}")
-    return "\n".join(lines)
+    return "\n".join(lines + notes)

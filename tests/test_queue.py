@@ -14,7 +14,7 @@ from nightshift.config import Settings
 from nightshift.delivery import read_manifest
 from nightshift.errors import NightshiftError
 from nightshift.inbox import claim
-from nightshift.queue import find_job, queue_entries, set_priority
+from nightshift.queue import find_job, queue_entries, set_priority, waiting_scripts
 from tests.faults.test_kill_points import REPO, drive
 
 NAMES = ("paper_boat.txt", "night_train.md", "courier.fountain")
@@ -49,6 +49,11 @@ def test_arrival_order_then_priorities(tmp_path: Path) -> None:
     set_priority(settings, "courier.fountain", 0)  # back to the default: arrival order again
     assert [j.id for j in store.pending()] == [ids[0], ids[2], ids[1]] and store.priorities() == {ids[1]: -1}
 
+    stranded = settings.project_dir / "inbox" / ".claimed" / "20261122T010203.000001" / "stranded.fountain"
+    stranded.parent.mkdir(parents=True)
+    stranded.write_text("INT. ROOM - DAY\n\nPlanning stopped on a full disk.\n")
+    assert waiting_scripts(settings) == [("stranded.fountain", "claimed, planning not finished (retried by serve, "
+                                                               "e.g. after a full disk)")]
     with pytest.raises(NightshiftError, match="no job matches 'nope.txt'"):
         find_job(store, "nope.txt")
     with pytest.raises(NightshiftError, match="matches 3 jobs"):
@@ -92,15 +97,18 @@ def test_queue_command_and_the_serving_loop(tmp_path: Path, capsys: pytest.Captu
     assert main(["queue", "--priority", "2", "courier.fountain", "Night Train"]) == 0  # by name and by title
     out = capsys.readouterr()
     assert "courier.fountain (job" in out.err and out.out.splitlines()[1].split()[:2] == ["1", "2"]
+    (project / "inbox" / "late.fountain").write_text("INT. ROOM - DAY\n\nA late arrival.\n")
     assert main(["queue", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
-    assert [e["job_id"] for e in listed] == [ids[1], ids[2], ids[0]]  # equal priority: arrival order
+    assert [e["job_id"] for e in listed["jobs"]] == [ids[1], ids[2], ids[0]]  # equal priority: arrival order
+    assert listed["not_planned"] == [{"script_name": "late.fountain", "where": "in the inbox"}]
     assert main(["queue", "--priority", "1"]) == 1 and "needs at least one JOB" in capsys.readouterr().err
 
     done = drive(project)  # the serving loop (no Prefect) renders the queue in that order
     assert done.returncode == 0, done.stderr[-2000:]
     deliveries = sorted(project.glob("output/*/*/manifest.json"), key=lambda p: read_manifest(p.parent).delivered)
-    assert [read_manifest(p.parent).inputs.script.name for p in deliveries] == [NAMES[1], NAMES[2], NAMES[0]]
+    names = [read_manifest(p.parent).inputs.script.name for p in deliveries]
+    assert names == [NAMES[1], NAMES[2], NAMES[0], "late.fountain"]  # late: planned by the loop, then rendered last
     assert main(["queue", "--all", "--json"]) == 0
-    finished = json.loads(capsys.readouterr().out)
+    finished = json.loads(capsys.readouterr().out)["jobs"]
     assert {e["state"] for e in finished} == {"delivered"} and all(e["position"] is None for e in finished)
