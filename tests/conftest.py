@@ -68,3 +68,28 @@ def ollama_settings(tmp_path: Path, double: OllamaDouble, **planner: object) -> 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--soak", action="store_true",
                      help="fault-injection suite (tests/faults): 500 kill points instead of 50")
+
+
+# Orchestration is about the night, not pixels: deliveries at 640x360 (4K is covered by the render tests).
+FAST_RENDER = {"NIGHTSHIFT_RENDER__FPS": "8", "NIGHTSHIFT_RENDER__WIDTH": "256", "NIGHTSHIFT_RENDER__HEIGHT": "160",
+               "NIGHTSHIFT_RENDER__OUTPUT_WIDTH": "640", "NIGHTSHIFT_RENDER__OUTPUT_HEIGHT": "360",
+               "NIGHTSHIFT_NIGHT__STABLE_S": "0.5", "NIGHTSHIFT_NIGHT__POLL_S": "0.2", "NIGHTSHIFT_PLANNER__KIND": "rules"}
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    os.environ.update({"PREFECT_HOME": str(tmp_path_factory.mktemp("prefect-home")), "DO_NOT_TRACK": "1",
+                       "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
+    from prefect.settings import temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    with temporary_settings(updates={"flows.heartbeat_frequency": None}), prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    for key, value in FAST_RENDER.items():
+        monkeypatch.setenv(key, value)
+    (tmp_path / "inbox").mkdir()
+    return Settings(project_dir=tmp_path)
