@@ -37,6 +37,13 @@ def _deliveries(settings: Settings) -> list[Path]:
     return sorted(p for p in root.glob("*/*") if (p / "manifest.json").is_file()) if root.is_dir() else []
 
 
+def _rendered_clips(settings: Settings) -> list[dict]:
+    """The clip records (renders.json) of the only job in the work folder, as far as it has got."""
+    work = settings.project_dir / ".nightshift" / "work"
+    files = list(work.glob("*/renders.json")) if work.is_dir() else []
+    return json.loads(files[0].read_text())["clips"] if files else []
+
+
 # --------------------------------------------------------------------------- plain functions
 
 
@@ -257,18 +264,13 @@ def test_killed_mid_night_resumes_without_rerendering(project: Settings, corpus:
     command = [sys.executable, "-m", "nightshift.cli", "serve", "--now", "--once"]
     first = subprocess.Popen(command, cwd=project.project_dir, env=env, start_new_session=True,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    work = project.project_dir / ".nightshift" / "work"
-
-    def rendered() -> dict:
-        files = list(work.glob("*/renders.json")) if work.is_dir() else []
-        return json.loads(files[0].read_text())["clips"] if files else {}
 
     try:
-        _wait(lambda: len(rendered()) >= 2, 300, "two shots rendered before the kill")
+        _wait(lambda: len(_rendered_clips(project)) >= 2, 300, "two shots rendered before the kill")
     finally:
         os.killpg(first.pid, signal.SIGKILL)  # every Nightshift and Prefect process of that run
         first.wait()
-    before = {c["shot_id"]: c for c in rendered()}
+    before = {c["shot_id"]: c for c in _rendered_clips(project)}
     assert list((inbox / ".claimed").rglob("lighthouse.fountain")), "the claim must survive the crash"
 
     second = subprocess.run(command, cwd=project.project_dir, env=env, capture_output=True, text=True, timeout=900)

@@ -3,7 +3,6 @@ Prefect server killed alone (a separate `prefect server start`) while `nightshif
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -18,7 +17,7 @@ from nightshift.delivery import read_manifest
 from nightshift.inbox import claim
 from nightshift.night import job_store
 from nightshift.verify import verify_delivery
-from tests.test_orchestration import _deliveries, _wait
+from tests.test_orchestration import _deliveries, _rendered_clips, _wait
 
 
 def test_out_of_memory_at_every_tier_fails_that_script_and_the_night_goes_on(
@@ -103,17 +102,12 @@ def test_prefect_server_killed_alone_mid_night(project: Settings, corpus: Path, 
     (inbox / "lighthouse.fountain").write_bytes((corpus / "lighthouse.fountain").read_bytes())
     serve = subprocess.Popen([sys.executable, "-m", "nightshift.cli", "serve", "--now"], cwd=project.project_dir,
                              env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=open(serve_log, "w"))
-    work = project.project_dir / ".nightshift" / "work"
-
-    def rendered() -> dict:
-        files = list(work.glob("*/renders.json")) if work.is_dir() else []
-        return json.loads(files[0].read_text())["clips"] if files else {}
 
     try:
-        _wait(lambda: len(rendered()) >= 2, 300, "two shots rendered before the server is killed")
+        _wait(lambda: len(_rendered_clips(project)) >= 2, 300, "two shots rendered before the server is killed")
         os.killpg(server.pid, signal.SIGKILL)  # the server alone; serve and its render child keep running
         server.wait()
-        before = {c["shot_id"]: c for c in rendered()}
+        before = {c["shot_id"]: c for c in _rendered_clips(project)}
         time.sleep(8)  # down long enough for serve to notice and back off
         assert serve.poll() is None, "nightshift serve exited when the server went away"
         server = _start_prefect_server(port, env, server_log)  # same port, same database
