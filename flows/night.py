@@ -18,10 +18,9 @@ from prefect.concurrency.sync import concurrency
 
 from nightshift import night
 from nightshift.config import Settings, load_settings
-from nightshift.errors import NightshiftError
+from nightshift.errors import DiskFull, NightshiftError
 from nightshift.gpu_lock import machine_lock
 from nightshift.render_job import load_plan_folder
-from nightshift.errors import DiskFull, is_disk_full
 from nightshift.render_worker import RenderWorker, ShotFailed, render_with_retries
 
 
@@ -131,16 +130,11 @@ def render_job(job_id: str, title: str, project_dir: str = ".", config: str | No
         return None
     try:
         return _deliver_with_summary(job_id, title, project_dir, config)
+    except DiskFull:
+        raise  # night.deliver paused the job: it stays queued until there is space
     except NightshiftError as error:  # e.g. signing: reported, not retried every poll; the shots stay in the work folder
         night.fail(store.load(job_id), settings, "delivery", error.report())
         raise
-    except OSError as error:
-        if not is_disk_full(error):
-            raise
-        full = DiskFull(f"{title}: the disk filled up while delivering ({error})",
-                        "free disk space; every shot is kept and the delivery is made again on the next try")
-        night.pause(store.load(job_id), settings, full.report())
-        raise full from error
 
 
 def choose_device(job, settings: Settings, renderer: str | None) -> str:  # noqa: ANN001 - a Job

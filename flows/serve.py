@@ -32,6 +32,11 @@ log = logging.getLogger("nightshift.serve")
 MAX_BACKOFF_S = 300.0  # a job whose render keeps crashing is retried at most every 5 minutes, never dropped
 
 
+def backoff_s(attempts: int) -> float:
+    """The wait before the next try after `attempts` failures in a row: 2, 4, 8 ... up to MAX_BACKOFF_S."""
+    return min(MAX_BACKOFF_S, 2.0 ** attempts)
+
+
 class ServedDeployments:
     """The flows served as deployments from this process (Prefect's `serve`, no work pool), in a thread.
 
@@ -58,7 +63,7 @@ class ServedDeployments:
                                     description="Render every queued job now, higher priority first, then in arrival order."),
             await render_job.ato_deployment(name="render", parameters={**common, "renderer": self.renderer},
                                      description="Render a queued job's remaining shots and deliver it (job_id from "
-                                                 "`nightshift status` or the intake run's result)."),
+                                                 "`nightshift queue` or the intake run's result)."),
         ]
 
     async def _serve(self) -> None:
@@ -154,7 +159,7 @@ class InboxService:
         except Exception as error:  # noqa: BLE001 - one script never stops the service
             # A script's own problems are settled inside intake (inbox/failed/ with a report). What gets here
             # is the machine's (a full disk, the Prefect server away): the script stays claimed, tried again later.
-            delay = min(MAX_BACKOFF_S, 2.0 ** attempts)
+            delay = backoff_s(attempts)
             what = error.report() if isinstance(error, DiskFull) else repr(error)
             if claimed.exists():
                 self.intake_retry[claimed] = (name, attempts, time.monotonic() + delay)
@@ -193,7 +198,7 @@ class InboxService:
                 # Every job needs the same disk: pause the whole queue, not just this job, and look again
                 # later rather than starting a flow run per poll while the disk stays full.
                 self.disk_full += 1
-                delay = min(MAX_BACKOFF_S, 2.0 ** self.disk_full)
+                delay = backoff_s(self.disk_full)
                 self.disk_retry_at = time.monotonic() + delay
                 self.say(f"{job.script_name}: {error.report()}\nThe queue waits; next try in {delay:.0f} s.")
                 break
@@ -204,7 +209,7 @@ class InboxService:
                 # Not the script's fault as far as we know (the Prefect server restarting, a full disk
                 # on the server side ...): keep it queued and try again later, waiting longer each time.
                 self.crashes[job.id] = self.crashes.get(job.id, 0) + 1
-                delay = min(MAX_BACKOFF_S, 2.0 ** self.crashes[job.id])
+                delay = backoff_s(self.crashes[job.id])
                 self.retry_at[job.id] = time.monotonic() + delay
                 self.say(f"{job.script_name}: render stopped unexpectedly ({error!r}); it stays queued, "
                          f"next try in {delay:.0f} s")

@@ -29,11 +29,13 @@ def cmd_queue(args: argparse.Namespace, settings: Settings, say) -> int:  # noqa
     for reference in args.jobs:
         job = set_priority(settings, reference, args.priority)
         say(f"{job.script_name} (job {job.id}): priority {args.priority}")
-    entries = queue_entries(job_store(settings), include_finished=args.all)
-    waiting = waiting_scripts(settings)
+    store = job_store(settings)
+    entries = queue_entries(store, include_finished=args.all)
+    waiting, unreadable = waiting_scripts(settings), store.unreadable()
     if args.json:
         print(json.dumps({"jobs": [e.as_dict() for e in entries],
-                          "not_planned": [{"script_name": n, "where": w} for n, w in waiting]}, indent=2))
+                          "not_planned": [{"script_name": n, "where": w} for n, w in waiting],
+                          "unreadable": [str(p) for p in unreadable]}, indent=2))
     else:
-        print(format_queue(entries, waiting))
+        print(format_queue(entries, waiting, unreadable))
     return 0

@@ -61,6 +61,9 @@ class DiskFull(NightshiftError):
     hint = "free disk space; nothing was failed or lost, and the night resumes where it stopped"
 
 
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)  # the kernel's words for a full disk or a spent quota
+
+
 def is_disk_full(error: BaseException) -> bool:
-    """ENOSPC or a quota: the kernel's word for a full disk, however the library wrapped it."""
-    return getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+    """ENOSPC or a quota, however the library wrapped it (PyAV's errors carry errno too)."""
+    return getattr(error, "errno", None) in DISK_FULL_ERRNOS

@@ -8,14 +8,13 @@ failure to failed/ beside `<name>.error.txt`. Nothing is ever deleted.
 
 from __future__ import annotations
 
-from nightshift import faults
-
 import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from nightshift import faults
 from nightshift.shot_render import sha256_file
 
 SCRIPT_SUFFIXES = {".fountain", ".spmd", ".txt", ".md", ".markdown", ".text"}

@@ -56,16 +56,22 @@ class JobStore:
     def load(self, job_id: str) -> Job:
         return Job.model_validate_json(self.path(job_id).read_text(encoding="utf-8"))
 
-    def all(self) -> list[Job]:
-        if not self.root.is_dir():
-            return []
-        jobs = []
-        for path in sorted(self.root.glob("*.json")):
+    def _read_all(self) -> tuple[list[Job], list[Path]]:
+        jobs, unreadable = [], []
+        for path in sorted(self.root.glob("*.json")) if self.root.is_dir() else []:
             try:
                 jobs.append(Job.model_validate(json.loads(path.read_text(encoding="utf-8"))))
             except (ValueError, OSError):
-                continue  # a job file that cannot be read is reported by `nightshift status`, not fatal here
-        return sorted(jobs, key=lambda j: (j.created, j.id))
+                unreadable.append(path)
+        return sorted(jobs, key=lambda j: (j.created, j.id)), unreadable
+
+    def all(self) -> list[Job]:
+        """Every readable job in arrival order. One that cannot be read (hand-edited, say) is not fatal
+        here; `nightshift queue` lists it (`unreadable`)."""
+        return self._read_all()[0]
+
+    def unreadable(self) -> list[Path]:
+        return self._read_all()[1]
 
     @property
     def priorities_path(self) -> Path:

@@ -217,17 +217,25 @@ def deliver(job: Job, settings: Settings) -> Path:
     if missing:
         raise NightshiftError(f"{job.script_name}: shots {', '.join(missing)} are not rendered; nothing delivered")
     _remove_leftovers(work)
-    assemble_folder(work, plan)
-    faults.reached("deliver")
-    night = datetime.fromisoformat(job.night_started) if job.night_started else datetime.now()
-    target = delivery_folder(settings.resolve(settings.paths.output), night, slugify(plan.title))
-    job.log(f"delivering to {target}")
-    seal_delivery(work, settings, script_name=job.script_name, script_sha256=job.script_sha256, job_id=job.id,
-                  renderer=job.renderer or "", night_started=job.night_started, history=job.history)
-    job.delivering_to = str(target)
-    store.save(job)
-    faults.reached("deliver")
-    delivered = move_into_place(work, target)
+    try:
+        assemble_folder(work, plan)
+        faults.reached("deliver")
+        night = datetime.fromisoformat(job.night_started) if job.night_started else datetime.now()
+        target = delivery_folder(settings.resolve(settings.paths.output), night, slugify(plan.title))
+        job.log(f"delivering to {target}")
+        seal_delivery(work, settings, script_name=job.script_name, script_sha256=job.script_sha256, job_id=job.id,
+                      renderer=job.renderer or "", night_started=job.night_started, history=job.history)
+        job.delivering_to = str(target)
+        store.save(job)
+        faults.reached("deliver")
+        delivered = move_into_place(work, target)
+    except OSError as error:
+        if not is_disk_full(error):
+            raise
+        full = DiskFull(f"{job.script_name}: the disk filled up while delivering ({error})",
+                        "free disk space; every shot is kept and the delivery is made again on the next try")
+        pause(store.load(job.id), settings, full.report())
+        raise full from error
     job.state, job.delivery, job.work_folder = "delivered", str(delivered), str(delivered)
     _save_and_settle(job, settings, ok=True)
     return delivered

@@ -107,8 +107,10 @@ def set_priority(settings: Settings, reference: str, priority: int) -> Job:
     return job
 
 
-def format_queue(entries: list[QueueEntry], waiting: list[tuple[str, str]] | None = None) -> str:
+def format_queue(entries: list[QueueEntry], waiting: list[tuple[str, str]] | None = None,
+                 unreadable: list[Path] | None = None) -> str:
     notes = [f"not planned yet: {name} ({where})" for name, where in waiting or []]
+    notes += [f"unreadable job file (not rendered until fixed or removed): {path}" for path in unreadable or []]
     if not entries:
         return "\n".join(["The queue is empty.", *notes])
     lines = [f"{'#':>3}  {'prio':>4}  {'state':<9}  {'shots':>7}  {'arrived':<19}  {'job':<34}  script"]

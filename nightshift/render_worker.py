@@ -8,7 +8,6 @@ child's whole process group; the next shot starts a fresh child.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import selectors
@@ -71,7 +70,7 @@ class RenderWorker:
             raise ShotFailed(f"{request['shot_id']}: the render process exited (status {code}) mid-shot")
         answer = json.loads(line)
         if not answer["ok"]:
-            if answer.get("errno") in (errno.ENOSPC, errno.EDQUOT):
+            if answer.get("errno") in errors.DISK_FULL_ERRNOS:
                 raise DiskFull(answer["error"], "free disk space; the script stays queued and the night resumes "
                                                 "where it stopped (half-written files were removed)")
             raise ShotFailed(answer["error"], answer.get("hint", ""))

@@ -14,7 +14,7 @@ from nightshift.config import Settings
 from nightshift.delivery import read_manifest
 from nightshift.errors import NightshiftError
 from nightshift.inbox import claim
-from nightshift.queue import find_job, queue_entries, set_priority, waiting_scripts
+from nightshift.queue import find_job, format_queue, queue_entries, set_priority, waiting_scripts
 from tests.faults.test_kill_points import REPO, drive
 
 NAMES = ("paper_boat.txt", "night_train.md", "courier.fountain")
@@ -54,6 +54,11 @@ def test_arrival_order_then_priorities(tmp_path: Path) -> None:
     stranded.write_text("INT. ROOM - DAY\n\nPlanning stopped on a full disk.\n")
     assert waiting_scripts(settings) == [("stranded.fountain", "claimed, planning not finished (retried by serve, "
                                                                "e.g. after a full disk)")]
+    broken = store.root / "20261122T000000-hand-edited.json"
+    broken.write_text("{ not json")
+    assert store.unreadable() == [broken] and len(store.pending()) == 3  # listed for the user, never fatal
+    assert f"unreadable job file (not rendered until fixed or removed): {broken}" in format_queue(
+        queue_entries(store), unreadable=store.unreadable())
     with pytest.raises(NightshiftError, match="no job matches 'nope.txt'"):
         find_job(store, "nope.txt")
     with pytest.raises(NightshiftError, match="matches 3 jobs"):
@@ -102,6 +107,7 @@ def test_queue_command_and_the_serving_loop(tmp_path: Path, capsys: pytest.Captu
     listed = json.loads(capsys.readouterr().out)
     assert [e["job_id"] for e in listed["jobs"]] == [ids[1], ids[2], ids[0]]  # equal priority: arrival order
     assert listed["not_planned"] == [{"script_name": "late.fountain", "where": "in the inbox"}]
+    assert listed["unreadable"] == []
     assert main(["queue", "--priority", "1"]) == 1 and "needs at least one JOB" in capsys.readouterr().err
 
     done = drive(project)  # the serving loop (no Prefect) renders the queue in that order
