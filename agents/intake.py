@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from agents.fountain import parse_fountain
+from nightshift.agents.fountain import parse_fountain
 from nightshift.errors import ScriptError
 from nightshift.schemas import Character, ElementKind, Scene, SceneElement, Script
 

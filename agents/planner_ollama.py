@@ -19,8 +19,8 @@ import httpx
 import ollama
 from pydantic import BaseModel, Field, ValidationError
 
-from agents.planner_cache import PlannerCache, cache_key
-from agents.planner_rules import scene_setting
+from nightshift.agents.planner_cache import PlannerCache, cache_key
+from nightshift.agents.planner_rules import scene_setting
 from nightshift.config import PacingSettings, PlannerSettings
 from nightshift.errors import OllamaModelMissing, OllamaUnavailable, PlannerError, PlannerOutputError
 from nightshift.schemas import SCHEMA_VERSION, CameraMove, Framing, Scene, SceneShotPlan, Script, ShotDraft, Transition

@@ -6,9 +6,9 @@ import re
 from collections.abc import Callable
 from typing import Literal
 
-from agents.planner_cache import PlannerCache
-from agents.planner_ollama import OllamaShotPlanner, normalize_host, ollama_version
-from agents.planner_rules import RulesPlanner, scene_setting
+from nightshift.agents.planner_cache import PlannerCache
+from nightshift.agents.planner_ollama import OllamaShotPlanner, normalize_host, ollama_version
+from nightshift.agents.planner_rules import RulesPlanner, scene_setting
 from nightshift.config import Settings
 from nightshift.errors import OllamaModelMissing, OllamaUnavailable, PlannerError
 from nightshift.schemas import PlannerInfo, SceneSummary, Script, Shot, ShotDraft, ShotList

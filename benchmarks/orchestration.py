@@ -91,7 +91,7 @@ def child_overhead(scenes: int) -> dict:
     prefect_defaults()
     from prefect import flow
 
-    from flows.night import render_job
+    from nightshift.flows.night import render_job
     from nightshift import night
     from nightshift.render_worker import RenderWorker
 

@@ -13,9 +13,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from agents.intake import read_script
-from agents.planning import plan_script
-from agents.prompt_writer import write_render_plan
+from nightshift.agents.intake import read_script
+from nightshift.agents.planning import plan_script
+from nightshift.agents.prompt_writer import write_render_plan
 from nightshift.config import Settings
 from nightshift.templating import TemplateSet
 from tests.ollama_double import OllamaDouble

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from renderers.encode import EncodeSettings, encode_frames
-from renderers.upscale import UpscaleSettings, filter_chain, upscale_to_4k
+from nightshift.renderers.encode import EncodeSettings, encode_frames
+from nightshift.renderers.upscale import UpscaleSettings, filter_chain, upscale_to_4k
 
 FPS = 24
 

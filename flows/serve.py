@@ -54,7 +54,7 @@ class ServedDeployments:
         self.error: BaseException | None = None
 
     async def deployments(self) -> list:
-        from flows.night import overnight, render_job
+        from nightshift.flows.night import overnight, render_job
 
         common = {"project_dir": str(self.settings.project_dir), "config": self.config}
         return [
@@ -150,7 +150,7 @@ class InboxService:
         return taken
 
     def _intake(self, claimed: Path, name: str) -> None:
-        from flows.night import intake
+        from nightshift.flows.night import intake
 
         attempts = self.intake_retry.pop(claimed, (name, 0, 0.0))[1] + 1
         try:
@@ -178,7 +178,7 @@ class InboxService:
         return self.now or night.in_window(datetime.now(), self.settings.night.window_start, self.settings.night.window_end)
 
     def render_queue(self) -> list[str]:
-        from flows.night import render_job
+        from nightshift.flows.night import render_job
 
         delivered: list[str] = []
         if time.monotonic() < self.disk_retry_at:

@@ -39,7 +39,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 def cmd_run(args: argparse.Namespace, settings: Settings, say) -> int:  # noqa: ANN001
     prefect_defaults()
-    from flows.night import run_script
+    from nightshift.flows.night import run_script
     from nightshift.inbox import CLAIMED, claim
     from nightshift.night import inbox_dir
 
@@ -63,11 +63,11 @@ def cmd_run(args: argparse.Namespace, settings: Settings, say) -> int:  # noqa: 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings, say) -> int:  # noqa: ANN001
     prefect_defaults()
-    from flows.serve import InboxService
+    from nightshift.flows.serve import InboxService
 
     from prefect.settings import PREFECT_API_URL
 
-    from flows.serve import ServedDeployments
+    from nightshift.flows.serve import ServedDeployments
 
     service = InboxService(settings, args.config, now=args.now, renderer=args.renderer,
                            events_only=args.events_only, say=say)

@@ -6,9 +6,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from agents.intake import read_script
-from agents.planning import PlannerChoice, ProgressCallback, plan_script
-from agents.prompt_writer import write_render_plan
+from nightshift.agents.intake import read_script
+from nightshift.agents.planning import PlannerChoice, ProgressCallback, plan_script
+from nightshift.agents.prompt_writer import write_render_plan
 from nightshift.config import Settings
 from nightshift.edits import PROVENANCE_DIR, record_edits, start_history
 from nightshift.plan_files import (

@@ -12,8 +12,8 @@ from nightshift.errors import NightshiftError
 from nightshift.plan_files import RENDERPLAN_JSON, SHOTLIST_JSON, load_renderplan, load_shotlist, write_atomic
 from nightshift.schemas import RenderPlan, RenderSpec, ShotList, slugify
 from nightshift.shot_render import AnimaticShotRenderer, ClipRecord, ShotJob, ShotRenderer, now_utc, sha256_file, spec_sha256
-from renderers.assemble import CutEntry, assemble_cut
-from renderers.encode import EncodeSettings
+from nightshift.renderers.assemble import CutEntry, assemble_cut
+from nightshift.renderers.encode import EncodeSettings
 
 __all__ = ["RENDERS_JSON", "RenderResult", "render_plan_folder", "sha256_file", "load_plan_folder", "assemble_folder"]
 

@@ -21,8 +21,8 @@ from nightshift.delivery import read_manifest
 from nightshift.errors import NightshiftError
 from nightshift.render_job import load_plan_folder
 from nightshift.shot_render import AnimaticShotRenderer, ClipRecord, DiffusersShotRenderer, ShotJob
-from renderers.encode import EncodeSettings
-from renderers.upscale import UpscaleSettings
+from nightshift.renderers.encode import EncodeSettings
+from nightshift.renderers.upscale import UpscaleSettings
 
 TIERS = ("resident", "resident_tiled", "group_offload", "model_offload", "sequential_offload")
 

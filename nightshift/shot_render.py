@@ -19,8 +19,8 @@ from pydantic import BaseModel, Field
 from nightshift import faults
 from nightshift.config import RenderDefaults
 from nightshift.schemas import RenderPlan, RenderSpec, Shot
-from renderers.encode import EncodeSettings, encode_frames
-from renderers.upscale import UpscaleSettings, upscale_to_4k
+from nightshift.renderers.encode import EncodeSettings, encode_frames
+from nightshift.renderers.upscale import UpscaleSettings, upscale_to_4k
 
 
 class ClipRecord(BaseModel):
@@ -117,7 +117,7 @@ def resolve_device(setting: str) -> str:
 
 def choose_renderer(requested: str, plan: RenderPlan, settings: RenderDefaults) -> RendererChoice:
     """`auto`: diffusers when CUDA and the plan's weights are present, else the animatic; always with a reason."""
-    from renderers.weights import resolve_weights, weights_present
+    from nightshift.renderers.weights import resolve_weights, weights_present
 
     model_ids = sorted({spec.model_id for spec in plan.specs})
     if requested == "animatic":
@@ -149,7 +149,7 @@ class _Finish:
     tile: int = 512
 
     def __post_init__(self) -> None:
-        from renderers.upscale_model import load_super_resolution
+        from nightshift.renderers.upscale_model import load_super_resolution
 
         self.model = load_super_resolution(self.model_path, self.device, self.tile) if self.model_path else None
 
@@ -177,7 +177,7 @@ class AnimaticShotRenderer:
         self.finish = _Finish(upscale, encode)
 
     def render(self, job: ShotJob) -> ClipRecord:
-        from renderers.animatic import AnimaticRenderer
+        from nightshift.renderers.animatic import AnimaticRenderer
 
         spec, started, t0 = job.spec, now_utc(), time.perf_counter()
         faults.reached("render")
@@ -207,8 +207,8 @@ class DiffusersShotRenderer:
     name: str = "diffusers"
 
     def __post_init__(self) -> None:
-        from renderers.keyframes import TextToImage
-        from renderers.video import BackendOptions
+        from nightshift.renderers.keyframes import TextToImage
+        from nightshift.renderers.video import BackendOptions
 
         self.finish = _Finish(self.upscale, self.encode, self.settings.upscale_model, self.device,
                               self.settings.upscale_tile)
@@ -222,7 +222,7 @@ class DiffusersShotRenderer:
                               if self.settings.keyframe_model else None)
 
     def backend_for(self, spec: RenderSpec):
-        from renderers.video import backend_class
+        from nightshift.renderers.video import backend_class
 
         key = f"{spec.family}:{spec.model_id}"
         if key not in self.backends:
@@ -230,7 +230,7 @@ class DiffusersShotRenderer:
         return self.backends[key]
 
     def render(self, job: ShotJob) -> ClipRecord:
-        from renderers.keyframes import prepare_keyframes
+        from nightshift.renderers.keyframes import prepare_keyframes
 
         spec, started, t0 = job.spec, now_utc(), time.perf_counter()
         faults.reached("render")

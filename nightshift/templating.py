@@ -10,12 +10,13 @@ from __future__ import annotations
 import hashlib
 import html
 import re
+from importlib.resources import files
 from pathlib import Path
 
 from jinja2 import ChoiceLoader, FileSystemLoader, StrictUndefined, TemplateNotFound
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+BUILTIN_TEMPLATES = Path(str(files("nightshift.templates")))  # package data: found in a wheel as in a checkout
 
 
 def _capitalize_first(text: str) -> str:

@@ -19,7 +19,7 @@ import av
 import numpy as np
 
 from nightshift.schemas import Transition
-from renderers.encode import EncodeSettings, encode_frames
+from nightshift.renderers.encode import EncodeSettings, encode_frames
 
 CROSSFADE_S = 0.5
 FADE_S = 0.75

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from nightshift.errors import NightshiftError
 from nightshift.schemas import RenderSpec
-from renderers.video import DiffusersVideoBackend, Keyframe, VideoOutput, to_uint8_frames
+from nightshift.renderers.video import DiffusersVideoBackend, Keyframe, VideoOutput, to_uint8_frames
 
 
 class HunyuanVideoBackend(DiffusersVideoBackend):

@@ -16,9 +16,9 @@ from PIL import Image, ImageOps
 
 from nightshift.errors import NightshiftError
 from nightshift.schemas import RenderSpec
-from renderers.memory import compute_dtype
-from renderers.video import Keyframe
-from renderers.weights import WeightsLocation, resolve_weights
+from nightshift.renderers.memory import compute_dtype
+from nightshift.renderers.video import Keyframe
+from nightshift.renderers.weights import WeightsLocation, resolve_weights
 
 
 class KeyframeError(NightshiftError):

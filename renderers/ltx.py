@@ -17,8 +17,8 @@ import numpy as np
 from PIL import Image
 
 from nightshift.schemas import RenderSpec
-from renderers.video import BackendOptions, DiffusersVideoBackend, Keyframe, VideoOutput, to_uint8_frames
-from renderers.weights import resolve_weights
+from nightshift.renderers.video import BackendOptions, DiffusersVideoBackend, Keyframe, VideoOutput, to_uint8_frames
+from nightshift.renderers.weights import resolve_weights
 
 TEMPORAL_COMPRESSION = 8  # LTX's VAE packs 8 frames into one latent frame
 REFINE_STRENGTH = 0.4  # the refining pass after the latent upsampler re-noises 40% of the schedule

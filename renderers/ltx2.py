@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from nightshift.schemas import RenderSpec
-from renderers.video import DiffusersVideoBackend, Keyframe, VideoOutput, to_uint8_frames
+from nightshift.renderers.video import DiffusersVideoBackend, Keyframe, VideoOutput, to_uint8_frames
 
 
 class LTX2VideoBackend(DiffusersVideoBackend):

@@ -25,7 +25,7 @@ from typing import Literal
 import torch
 
 from nightshift.errors import NightshiftError
-from renderers.registry import ModelEntry, estimate_vram_gb
+from nightshift.renderers.registry import ModelEntry, estimate_vram_gb
 
 QuantizationMode = Literal["none", "fp8", "int8", "nf4", "gguf"]
 Tier = Literal["resident", "resident_tiled", "group_offload", "model_offload", "sequential_offload"]

@@ -41,7 +41,7 @@ class ModelEntry:
 
 REGISTRY: dict[str, ModelEntry] = {
     "ltx": ModelEntry(
-        family="ltx", backend="renderers.ltx",
+        family="ltx", backend="nightshift.renderers.ltx",
         text_to_video="LTXConditionPipeline", image_to_video="LTXConditionPipeline",
         conditioning="LTXConditionPipeline", transformer_class="LTXVideoTransformer3DModel",
         transformer_params_b=1.9, text_encoder_params_b=4.76, vae_params_b=0.42,
@@ -50,7 +50,7 @@ REGISTRY: dict[str, ModelEntry] = {
                    "Lightricks/LTX-Video-0.9.8-13B-distilled"),
     ),
     "ltx2": ModelEntry(
-        family="ltx2", backend="renderers.ltx2",
+        family="ltx2", backend="nightshift.renderers.ltx2",
         text_to_video="LTX2Pipeline", image_to_video="LTX2ImageToVideoPipeline",
         conditioning="LTX2ConditionPipeline", transformer_class="LTX2VideoTransformer3DModel",
         transformer_params_b=19.0, text_encoder_params_b=12.2, vae_params_b=0.6,
@@ -58,7 +58,7 @@ REGISTRY: dict[str, ModelEntry] = {
         known_ids=("Lightricks/LTX-2",),
     ),
     "wan": ModelEntry(
-        family="wan", backend="renderers.wan",
+        family="wan", backend="nightshift.renderers.wan",
         text_to_video="WanPipeline", image_to_video="WanImageToVideoPipeline",
         conditioning=None, transformer_class="WanTransformer3DModel",
         transformer_params_b=5.0, text_encoder_params_b=5.7, vae_params_b=0.7,
@@ -66,7 +66,7 @@ REGISTRY: dict[str, ModelEntry] = {
         known_ids=("Wan-AI/Wan2.2-TI2V-5B-Diffusers", "Wan-AI/Wan2.2-T2V-A14B-Diffusers", "Wan-AI/Wan2.2-I2V-A14B-Diffusers"),
     ),
     "hunyuan": ModelEntry(
-        family="hunyuan", backend="renderers.hunyuan",
+        family="hunyuan", backend="nightshift.renderers.hunyuan",
         text_to_video="HunyuanVideo15Pipeline", image_to_video="HunyuanVideo15ImageToVideoPipeline",
         conditioning=None, transformer_class="HunyuanVideo15Transformer3DModel",
         transformer_params_b=8.3, text_encoder_params_b=7.6, vae_params_b=0.5,

@@ -15,10 +15,10 @@ from av.filter import Graph
 
 from nightshift import faults
 
-from renderers.encode import EncodeSettings, add_video_stream, atomic_output, exact_rate
+from nightshift.renderers.encode import EncodeSettings, add_video_stream, atomic_output, exact_rate
 
 if TYPE_CHECKING:
-    from renderers.upscale_model import SuperResolution
+    from nightshift.renderers.upscale_model import SuperResolution
 
 
 @dataclass(frozen=True)

@@ -22,11 +22,11 @@ from PIL import Image
 from nightshift import faults
 from nightshift.errors import NightshiftError
 from nightshift.schemas import RenderSpec
-from renderers.memory import (MemoryPlan, QuantizationMode, Tier, apply_fp8_storage, apply_tier, check_quantization,
+from nightshift.renderers.memory import (MemoryPlan, QuantizationMode, Tier, apply_fp8_storage, apply_tier, check_quantization,
                               compute_dtype, free_memory, is_out_of_memory, lower_tiers, plan_memory,
                               transformer_quantization_config)
-from renderers.registry import ModelEntry, model_entry
-from renderers.weights import WeightsLocation, resolve_weights
+from nightshift.renderers.registry import ModelEntry, model_entry
+from nightshift.renderers.weights import WeightsLocation, resolve_weights
 
 
 class ShotOutOfMemory(NightshiftError):

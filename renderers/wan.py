@@ -13,7 +13,7 @@ from typing import Any
 
 from nightshift.errors import NightshiftError
 from nightshift.schemas import RenderSpec
-from renderers.video import DiffusersVideoBackend, Keyframe, VideoOutput, to_uint8_frames
+from nightshift.renderers.video import DiffusersVideoBackend, Keyframe, VideoOutput, to_uint8_frames
 
 
 class WanVideoBackend(DiffusersVideoBackend):

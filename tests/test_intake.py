@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.intake import read_script
+from nightshift.agents.intake import read_script
 from nightshift.errors import ScriptError
 from nightshift.schemas import ElementKind
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from agents.intake import read_script
-from agents.planner_ollama import ollama_version
-from agents.planning import plan_script
+from nightshift.agents.intake import read_script
+from nightshift.agents.planner_ollama import ollama_version
+from nightshift.agents.planning import plan_script
 from nightshift.config import Settings
 from tests.conftest import CORPUS
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agents.intake import read_script
-from agents.planning import plan_script
+from nightshift.agents.intake import read_script
+from nightshift.agents.planning import plan_script
 from nightshift.config import Settings
 from nightshift.errors import OllamaModelMissing, OllamaUnavailable, PlannerError, PlannerOutputError
 from tests.conftest import ollama_settings

@@ -20,7 +20,7 @@ from nightshift.delivery import delivery_folder, read_manifest
 from nightshift.inbox import StabilityTracker, claim, is_candidate, leftover_claims
 from nightshift.night import in_window, job_store
 from nightshift.shot_render import sha256_file
-from renderers.encode import probe
+from nightshift.renderers.encode import probe
 
 def _wait(condition: Callable[[], object], timeout: float, what: str) -> object:
     deadline = time.monotonic() + timeout
@@ -118,7 +118,7 @@ def test_second_delivery_same_day_gets_a_suffix(tmp_path: Path) -> None:
 
 
 def _serve(settings: Settings, **kwargs) -> tuple[threading.Thread, threading.Event, list[str]]:
-    from flows.serve import InboxService
+    from nightshift.flows.serve import InboxService
 
     said: list[str] = []
     service = InboxService(settings, say=said.append, **kwargs)
@@ -172,7 +172,7 @@ def test_window_keeps_work_queued_until_it_opens(prefect_server: None, project: 
     monkeypatch.setenv("NIGHTSHIFT_NIGHT__WINDOW_START", closed[0])
     monkeypatch.setenv("NIGHTSHIFT_NIGHT__WINDOW_END", closed[1])
     settings = Settings(project_dir=project.project_dir)
-    from flows.serve import InboxService
+    from nightshift.flows.serve import InboxService
 
     (settings.resolve(settings.paths.inbox) / "paper_boat.txt").write_bytes((corpus / "paper_boat.txt").read_bytes())
     service = InboxService(settings, renderer="animatic", say=lambda _m: None)
@@ -202,7 +202,7 @@ def test_served_deployment_renders_the_queue_and_shows_artifacts(prefect_server:
     from prefect.deployments import run_deployment
     from prefect.settings import temporary_settings
 
-    from flows.serve import InboxService, ServedDeployments
+    from nightshift.flows.serve import InboxService, ServedDeployments
 
     hour = datetime.now().hour
     monkeypatch.setenv("NIGHTSHIFT_NIGHT__WINDOW_START", f"{(hour + 2) % 24:02d}:00")  # closed: the job waits
@@ -232,7 +232,7 @@ def test_served_deployment_renders_the_queue_and_shows_artifacts(prefect_server:
 
 
 def test_two_scripts_never_render_on_one_gpu_at_once(prefect_server: None, project: Settings, corpus: Path) -> None:
-    from flows.night import intake, render_job
+    from nightshift.flows.night import intake, render_job
     from nightshift.inbox import claim as take
 
     inbox = project.resolve(project.paths.inbox)
@@ -286,7 +286,7 @@ def test_killed_mid_night_resumes_without_rerendering(project: Settings, corpus:
 
 def test_run_delivers_with_the_tiny_diffusers_pipeline(prefect_server: None, project: Settings, corpus: Path,
                                                        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from flows.night import run_script
+    from nightshift.flows.night import run_script
     from nightshift.inbox import claim as take
     from tests.tiny_models import build_ltx
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from agents.intake import read_script
-from agents.planning import plan_script
-from agents.prompt_writer import shot_seed, write_render_plan
+from nightshift.agents.intake import read_script
+from nightshift.agents.planning import plan_script
+from nightshift.agents.prompt_writer import shot_seed, write_render_plan
 from nightshift.config import RenderDefaults, Settings
 from nightshift.families import FAMILIES, family_rules
 from nightshift.schemas import CameraMove, Framing, SHOT_ID_PATTERN, Transition

@@ -66,7 +66,7 @@ def test_arrival_order_then_priorities(tmp_path: Path) -> None:
 
 
 def test_the_night_renders_in_priority_order_and_a_priority_set_mid_night_counts(tmp_path: Path) -> None:
-    from flows.serve import InboxService
+    from nightshift.flows.serve import InboxService
 
     settings, ids = _queued(tmp_path)
     set_priority(settings, "night_train.md", 3)
@@ -80,7 +80,7 @@ def test_the_night_renders_in_priority_order_and_a_priority_set_mid_night_counts
         night.render_remaining(job, settings, "animatic")
         return str(night.deliver(night.job_store(settings).load(job_id), settings))
 
-    import flows.night
+    import nightshift.flows.night
 
     original = flows.night.render_job
     flows.night.render_job = render_job

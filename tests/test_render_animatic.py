@@ -11,8 +11,8 @@ import pytest
 
 from nightshift.cli import main
 from nightshift.render_job import sha256_file
-from renderers.encode import EncodeSettings, encode_frames, exact_rate, probe
-from renderers.upscale import UpscaleSettings, upscale_to_4k
+from nightshift.renderers.encode import EncodeSettings, encode_frames, exact_rate, probe
+from nightshift.renderers.upscale import UpscaleSettings, upscale_to_4k
 
 
 def _frames(count: int, width: int = 64, height: int = 48):
@@ -127,7 +127,7 @@ def _rms_by_second(path: Path) -> tuple[list[float], int]:
 @pytest.mark.parametrize("transition", ["cut", "crossfade"])
 def test_cut_keeps_each_shots_sound_in_place(tmp_path: Path, transition: str) -> None:
     from nightshift.schemas import Transition
-    from renderers.assemble import CutEntry, assemble_cut
+    from nightshift.renderers.assemble import CutEntry, assemble_cut
 
     rate, seconds = 16000, 1.0
     tone = 0.5 * np.sin(2 * np.pi * 440 * np.arange(int(rate * seconds)) / rate).astype(np.float32)
@@ -149,7 +149,7 @@ def test_cut_keeps_each_shots_sound_in_place(tmp_path: Path, transition: str) ->
 
 def test_silent_shots_make_a_silent_cut(tmp_path: Path) -> None:
     from nightshift.schemas import Transition
-    from renderers.assemble import CutEntry, assemble_cut
+    from nightshift.renderers.assemble import CutEntry, assemble_cut
 
     clips = [tmp_path / "a.mp4", tmp_path / "b.mp4"]
     for clip in clips:

@@ -15,12 +15,12 @@ from nightshift.cli import main
 from nightshift.config import RenderDefaults
 from nightshift.schemas import KeyframeSpec, RenderSpec
 from nightshift.shot_render import DiffusersShotRenderer, choose_renderer
-from renderers.encode import probe
-from renderers.keyframes import TextToImage, prepare_keyframes
-from renderers.memory import RenderConfigError, plan_memory
-from renderers.registry import REGISTRY, estimate_vram_gb, family_for_model
-from renderers.video import BackendOptions, Keyframe, ShotOutOfMemory, backend_class
-from renderers.weights import ModelNotAvailable, resolve_weights
+from nightshift.renderers.encode import probe
+from nightshift.renderers.keyframes import TextToImage, prepare_keyframes
+from nightshift.renderers.memory import RenderConfigError, plan_memory
+from nightshift.renderers.registry import REGISTRY, estimate_vram_gb, family_for_model
+from nightshift.renderers.video import BackendOptions, Keyframe, ShotOutOfMemory, backend_class
+from nightshift.renderers.weights import ModelNotAvailable, resolve_weights
 from tests import tiny_models
 
 

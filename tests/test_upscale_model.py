@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from nightshift.errors import NightshiftError
-from renderers.encode import encode_frames, probe
-from renderers.upscale import UpscaleSettings, upscale_to_4k
-from renderers.upscale_model import SuperResolution, load_super_resolution, upscale_tiled
+from nightshift.renderers.encode import encode_frames, probe
+from nightshift.renderers.upscale import UpscaleSettings, upscale_to_4k
+from nightshift.renderers.upscale_model import SuperResolution, load_super_resolution, upscale_tiled
 
 HAS_SPANDREL = importlib.util.find_spec("spandrel") is not None and importlib.util.find_spec("torchvision") is not None
 

@@ -24,7 +24,7 @@ import pytest
 from nightshift.delivery import read_manifest
 from nightshift.faults import STAGES
 from nightshift.verify import verify_delivery
-from renderers.encode import probe
+from nightshift.renderers.encode import probe
 
 SEED = 20261121
 REPO = Path(__file__).resolve().parents[2]

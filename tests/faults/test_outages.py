@@ -24,8 +24,8 @@ def test_out_of_memory_at_every_tier_fails_that_script_and_the_night_goes_on(
         prefect_server: None, project: Settings, corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """CUDA out of memory at every tier (a failpoint in the first job's render child raises torch's OOM error at
     each pipeline call): that script fails with a report naming each tier tried; the next one is delivered."""
-    import flows.night
-    from flows.serve import InboxService
+    import nightshift.flows.night
+    from nightshift.flows.serve import InboxService
     from nightshift.night import intake_claim
     from nightshift.render_worker import RenderWorker
     from tests.tiny_models import build_ltx

@@ -151,8 +151,8 @@ def test_disk_full_in_the_render_child_is_not_retried_or_failed(tmp_path: Path) 
 
 def test_a_crashing_render_is_retried_later_never_dropped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An unexpected error (say the Prefect server restarting) keeps the job queued, retried with a growing wait."""
-    import flows.night
-    from flows.serve import InboxService
+    import nightshift.flows.night
+    from nightshift.flows.serve import InboxService
 
     settings, job = _queued_job(tmp_path)
     calls: list[str] = []

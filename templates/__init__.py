@@ -1,0 +1,1 @@
+"""The built-in jinja2 templates (package data). Copy one into `paths.templates` to restyle it."""
