@@ -16,7 +16,8 @@ from typing import Literal
 
 from nightshift.agents.fountain import parse_fountain
 from nightshift.errors import ScriptError
-from nightshift.schemas import Character, ElementKind, Scene, SceneElement, Script
+from nightshift.files import fit_name
+from nightshift.schemas import NAME_MAX, TITLE_MAX, Character, ElementKind, Scene, SceneElement, Script
 
 ScriptFormat = Literal["fountain", "markdown", "prose"]
 
@@ -205,7 +206,7 @@ def collect_characters(scenes: list[Scene]) -> list[Character]:
                 sentence_end = re.search(r"[.!?](\s|$)", hit[start:])
                 introduction = hit[start : start + sentence_end.end()].strip() if sentence_end else hit[start:].strip()
                 break
-        characters.append(Character(name=name, introduction=introduction, dialogue_lines=counts[name]))
+        characters.append(Character.model_construct(name=name, introduction=introduction, dialogue_lines=counts[name]))
     return characters
 
 
@@ -234,13 +235,22 @@ def parse_script_text(text: str, path: Path, fmt: ScriptFormat | None = None, ma
     if len(scenes) > max_scenes:
         raise ScriptError(path, f"{len(scenes)} scenes is more than the limit of {max_scenes}",
                           "split the script, or raise intake.max_scenes in nightshift.toml")
+    title = title or title_from_path(path)
+    if len(title) > TITLE_MAX:
+        raise ScriptError(path, f"the title is {len(title)} characters long; at most {TITLE_MAX} are accepted",
+                          "shorten the Title: line of the title page (or the first heading)")
+    characters = collect_characters(scenes)
+    for character in characters:
+        if len(character.name) > TITLE_MAX:
+            raise ScriptError(path, f"a character cue is {len(character.name)} characters long (at most {TITLE_MAX}): "
+                              f"{character.name[:60]}...", "a character cue is a name on its own line, in capitals")
     return Script(
-        source_name=path.name,
+        source_name=fit_name(path.name, NAME_MAX),
         format=fmt,
-        title=title or title_from_path(path),
+        title=title,
         title_page=title_page,
         scenes=scenes,
-        characters=collect_characters(scenes),
+        characters=characters,
     )
 
 

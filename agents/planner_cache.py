@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from nightshift.plan_files import write_atomic
+from nightshift.files import write_atomic
 
 
 def cache_key(material: dict[str, Any]) -> str:

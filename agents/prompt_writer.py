@@ -111,7 +111,6 @@ class PromptWriter:
             num_frames=num_frames,
             steps=d.steps or rules.steps,
             guidance=d.guidance if d.guidance is not None else rules.guidance,
-            quantization=d.quantization,
             duration_s=shot.duration_s,
             transition=shot.transition,
             notes=notes,

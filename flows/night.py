@@ -1,50 +1,60 @@
-"""Prefect flows: thin wiring over nightshift.night. Runs are named after the script, tasks after the shot."""
+"""Prefect flows: thin shells over the night engine (nightshift/engine.py).
+
+Each flow builds an engine whose `Steps` are Prefect runs, and calls one engine method:
+`intake` plans a claimed script, `render` renders and delivers one job, `overnight` runs the
+engine's queue loop, `run_script` is `nightshift run`. Runs are named after what they are (the
+script, the night's date); tasks after the shot. The engine decides everything; Prefect adds
+names, logs, the GPU slot in the UI, and artifacts.
+"""
 
 from __future__ import annotations
 
-import platform
+import base64
+import io
 import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import Any, TypeVar
 
+import av
+from PIL import Image
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import (create_markdown_artifact, create_progress_artifact, create_table_artifact,
                                update_progress_artifact)
 from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
 from prefect.concurrency.sync import concurrency
+from prefect.exceptions import ObjectNotFound
+from prefect.runtime import flow_run
 
-from nightshift import night
 from nightshift.config import Settings, load_settings
+from nightshift.engine import IntakeOutcome, JobOutcome, NightEngine, Steps
 from nightshift.errors import DiskFull, NightshiftError
-from nightshift.gpu_lock import machine_lock
-from nightshift.render_job import load_plan_folder
-from nightshift.render_worker import RenderWorker, ShotFailed, render_with_retries
+from nightshift.inbox import original_name
+from nightshift.gpu_lock import gpu_name, machine_lock
+from nightshift.jobs import Job
+from nightshift.plan_files import load_plan_folder
 
-
-def settings_for(project_dir: str, config: str | None) -> Settings:
-    return load_settings(Path(config) if config else None, project_dir=Path(project_dir))
-
-
+T = TypeVar("T")
 # An update costs ~30 ms of server time (measured: BENCHMARKS.md). A GPU shot takes far longer than
 # this, so every shot still shows; only sub-second animatic shots are batched.
 PROGRESS_EVERY_S = 2.0
+MAX_THUMBNAILS = 60  # ~6 KB each, inlined: the UI cannot load file:// images from an http page
+MAX_FIRST_FRAMES = 12  # decoding a 4K first frame costs ~70 ms; a contact sheet of the opening shots is enough
 
 
-def gpu_limit_name(device: str) -> str:
-    """One global concurrency slot per machine and device: two renders never share a GPU."""
-    return re.sub(r"[^a-z0-9-]+", "-", f"nightshift-gpu-{platform.node()}-{device}".lower())
+def settings_for(project_dir: str, config: str | None) -> Settings:
+    """The studio's settings, read once per flow run (never silently defaulted: a bad file is an error)."""
+    return load_settings(Path(config) if config else None, project_dir=Path(project_dir))
 
 
 def ensure_gpu_limit(name: str, repair: bool = False) -> None:
-    """Strict limits must exist; create this machine's (limit 1) once. With `repair` (only while
-    holding the machine lock), give back slots left by a process that was killed holding one."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
-    from prefect.exceptions import ObjectNotFound
-
+    """Strict limits must exist; create this GPU's (limit 1) once. With `repair` (only while holding the
+    GPU's machine lock, which proves no live render here holds it), give back slots a killed render left."""
     with get_client(sync_client=True) as client:
         try:
             limit = client.read_global_concurrency_limit_by_name(name)
@@ -56,142 +66,94 @@ def ensure_gpu_limit(name: str, repair: bool = False) -> None:
             client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(active_slots=0))
 
 
-@contextmanager
-def gpu_slot(device: str) -> Iterator[None]:
-    """This machine's GPU for the block: the kernel-held machine lock, then the Prefect slot (for the UI)."""
-    name = gpu_limit_name(device)
-    with machine_lock(name):
-        ensure_gpu_limit(name, repair=True)
-        with concurrency(name, occupy=1, strict=True):
-            yield
+@task(name="step", cache_policy=NO_CACHE)
+def _step(body: Any) -> Any:  # noqa: ANN401 - whatever the engine's step returns
+    return body()
 
 
-@task(name="plan script", task_run_name="plan {script_name}", cache_policy=NO_CACHE)
-def plan_script(claimed: str, script_name: str, project_dir: str, config: str | None, force: bool = False) -> dict:
-    outcome = night.intake_claim(Path(claimed), settings_for(project_dir, config), force=force)
-    get_run_logger().info(outcome.message)
-    return {"status": outcome.status, "job_id": outcome.job.id if outcome.job else None, "message": outcome.message}
+class PrefectSteps(Steps):
+    """The engine's steps as Prefect runs: intake and each job a flow run, planning and each shot a task run."""
+
+    def __init__(self, project_dir: str, config: str | None) -> None:
+        self.project_dir, self.config = project_dir, config
+        self.progress: dict[str, tuple[Any, float]] = {}
+
+    def intake(self, engine: NightEngine, claimed: Path, force: bool) -> IntakeOutcome:
+        result = intake(str(claimed), original_name(claimed), self.project_dir, self.config, force)
+        job = engine.store.load(result["job_id"]) if result["job_id"] else None
+        return IntakeOutcome(job, result["status"], result["message"])
+
+    def job(self, engine: NightEngine, job: Job) -> JobOutcome:
+        try:
+            result = render(job.id, job.title or job.script_name, self.project_dir, self.config, engine.renderer,
+                            engine.respect_window)
+        except DiskFull:
+            raise  # the whole queue waits for space
+        except NightshiftError as error:  # the job failed and was reported; its run is red, the night goes on
+            return JobOutcome(job.id, "failed", str(error))
+        return JobOutcome(**result)
+
+    def plan(self, name: str, body: Any) -> Any:  # noqa: ANN401
+        return _step.with_options(name="plan script", task_run_name=f"plan {name}")(body)
+
+    def shot(self, job_title: str, shot_id: str, body: Any) -> Any:  # noqa: ANN401
+        return _step.with_options(name="render shot", task_run_name=f"{shot_id} render")(body)
+
+    def deliver(self, job_title: str, body: Any) -> Any:  # noqa: ANN401
+        return _step.with_options(name="deliver", task_run_name=f"deliver {job_title}")(body)
+
+    @contextmanager
+    def gpu(self, engine: NightEngine, device: str) -> Iterator[None]:
+        """The GPU's machine lock, then its Prefect slot (what the UI shows). One slot per job: taking it per
+        shot cost ~85 ms of API round trips, and Prefect answered 423 for ~2 s after each release."""
+        name = gpu_name(device)
+        with machine_lock(name, engine.stop.event):
+            ensure_gpu_limit(name, repair=True)
+            with concurrency(name, occupy=1, strict=True):
+                yield
+
+    def rendering(self, job: Job, folder: Path, done: int, total: int) -> None:
+        create_table_artifact(key=f"shotlist-{_key(job.id)}", table=_shotlist_table(folder),
+                              description=f"Shot list: {job.title}")
+        artifact = create_progress_artifact(progress=100.0 * done / max(total, 1),
+                                            description=f"{job.title}: shots rendered")
+        self.progress[job.id] = (artifact, time.monotonic())
+
+    def rendered(self, job: Job, done: int, total: int) -> None:
+        artifact, updated = self.progress.get(job.id, (None, 0.0))
+        if artifact is not None and (time.monotonic() - updated >= PROGRESS_EVERY_S or done == total):
+            update_progress_artifact(artifact, progress=100.0 * done / total)
+            self.progress[job.id] = (artifact, time.monotonic())
+
+    def delivered(self, job: Job, folder: Path) -> None:
+        _, plan = load_plan_folder(folder)
+        summary = [f"# {job.title}", "", f"Delivered to `{folder}`", "", f"Renderer: {job.renderer}",
+                   f"Manifest: `{folder / 'manifest.json'}`", "", "| shot | file |", "|---|---|"]
+        summary += [f"| {s.shot_id} | `shots/{s.shot_id}.mp4` |" for s in plan.specs]
+        summary += _thumbnails(folder, [s.shot_id for s in plan.specs])
+        create_markdown_artifact(key=f"delivery-{_key(job.id)}", markdown="\n".join(summary),
+                                 description=f"Delivery: {job.title}")
 
 
-@task(name="render shot", task_run_name="{shot_id} render", cache_policy=NO_CACHE)
-def render_shot(job_id: str, shot_id: str, project_dir: str, config: str | None, worker: RenderWorker,
-                choice: dict) -> dict:
-    settings = settings_for(project_dir, config)
-    job = night.job_store(settings).load(job_id)
-    from nightshift.shot_render import RendererChoice
-
-    request = night.render_request(job, shot_id, RendererChoice(**choice), settings)
-    logger = get_run_logger()
-    record = render_with_retries(worker, request, settings.night.shot_timeout_s, settings.night.shot_retries,
-                                 logger.warning)
-    night.record_shot(job, record)
-    logger.info(f"{shot_id}: {record.backend} model={record.model_id or '-'} tier={record.tier} "
-                f"quantization={record.quantization} device={record.device} {record.frames} frames in {record.seconds:.1f}s")
-    return {"shot_id": shot_id, "file": record.file, "sha256": record.sha256, "tier": record.tier}
+def engine_for(project_dir: str, config: str | None, renderer: str | None = None,
+               respect_window: bool = True) -> NightEngine:
+    return NightEngine(settings_for(project_dir, config), PrefectSteps(project_dir, config), renderer, respect_window,
+                       say=get_run_logger().info)
 
 
-@task(name="deliver", task_run_name="deliver {title}", cache_policy=NO_CACHE)
-def deliver(job_id: str, title: str, project_dir: str, config: str | None) -> str:
-    settings = settings_for(project_dir, config)
-    return str(night.deliver(night.job_store(settings).load(job_id), settings))
+def _key(job_id: str) -> str:
+    return re.sub(r"[^a-z0-9-]+", "-", job_id.lower())
 
 
 def _shotlist_table(job_folder: Path) -> list[dict]:
     shotlist, plan = load_plan_folder(job_folder)
     frames = {s.shot_id: s.num_frames for s in plan.specs}
     return [{"shot": s.id, "scene": s.scene, "framing": s.framing.value, "camera": s.camera_move.value,
-             "seconds": s.duration_s, "frames": frames.get(s.id), "action": s.action, "dialogue": s.dialogue} for s in shotlist.shots]
+             "seconds": s.duration_s, "frames": frames.get(s.id), "action": s.action, "dialogue": s.dialogue}
+            for s in shotlist.shots]
 
 
-@flow(name="nightshift-render", flow_run_name="{title}", log_prints=True)
-def render_job(job_id: str, title: str, project_dir: str = ".", config: str | None = None,
-               renderer: str | None = None, respect_window: bool = False) -> str | None:
-    """Render a queued job's remaining shots, then deliver. Returns the delivery folder, or None if paused."""
-    logger = get_run_logger()
-    settings = settings_for(project_dir, config)
-    store = night.job_store(settings)
-    finished = night.finish_interrupted_delivery(store.load(job_id), settings)
-    if finished is not None:
-        logger.info(f"{title}: its delivery had finished before a restart: {finished}")
-        return str(finished)
-    device = choose_device(store.load(job_id), settings, renderer)
-    # One GPU slot for this job's whole loop: no two renders share the GPU, across flows. Taking it
-    # per shot cost ~85 ms of API round trips each, and inside a task run Prefect 3.8 answered the
-    # next acquisition 423 for ~2 s after every release (BENCHMARKS.md, orchestration).
-    with gpu_slot(device):
-        job = store.load(job_id)  # again, under the slot: another run may have finished it meanwhile
-        if job.state == "delivered":
-            logger.info(f"{job.script_name}: already delivered to {job.delivery}; nothing to render")
-            return job.delivery
-        if job.state == "failed":
-            raise NightshiftError(f"{job.script_name}: this job failed ({job.error})", "fix the script and drop it again")
-        paused = _render_shots(job, title, project_dir, config, renderer, respect_window, settings)
-    if paused:
-        return None
-    try:
-        return _deliver_with_summary(job_id, title, project_dir, config)
-    except DiskFull:
-        raise  # night.deliver paused the job: it stays queued until there is space
-    except NightshiftError as error:  # e.g. signing: reported, not retried every poll; the shots stay in the work folder
-        night.fail(store.load(job_id), settings, "delivery", error.report())
-        raise
-
-
-def choose_device(job, settings: Settings, renderer: str | None) -> str:  # noqa: ANN001 - a Job
-    from nightshift.shot_render import choose_renderer
-
-    _, plan = load_plan_folder(Path(job.work_folder))
-    return choose_renderer(renderer or settings.render.renderer, plan, settings.render).device
-
-
-def _render_shots(job, title: str, project_dir: str, config: str | None, renderer: str | None,  # noqa: ANN001
-                  respect_window: bool, settings: Settings) -> bool:
-    """Render what is not done yet, in order. Returns True when the window closed first."""
-    logger = get_run_logger()
-    store = night.job_store(settings)
-    choice = night.start_rendering(job, settings, renderer)
-    logger.info(f"{job.script_name}: renderer {choice.kind} ({choice.reason})")
-    folder = Path(job.work_folder)
-    key = re.sub(r"[^a-z0-9-]+", "-", job.id.lower())
-    create_table_artifact(key=f"shotlist-{key}", table=_shotlist_table(folder), description=f"Shot list: {title}")
-    _, plan = load_plan_folder(folder)
-    todo = night.shots_to_render(job)
-    done = len(plan.specs) - len(todo)
-    progress = create_progress_artifact(progress=100.0 * done / len(plan.specs), description=f"{title}: shots rendered")
-    worker = RenderWorker()
-    updated = time.monotonic()
-    try:
-        for spec in todo:
-            if respect_window and not night.in_window(datetime.now(), settings.night.window_start,
-                                                      settings.night.window_end):
-                logger.info(f"window closed at {settings.night.window_end}; "
-                            f"{len(plan.specs) - done} shots wait for the next night")
-                return True
-            try:
-                render_shot(job.id, spec.shot_id, project_dir, config, worker, choice.__dict__)
-            except DiskFull as error:
-                night.pause(store.load(job.id), settings, error.report())
-                raise
-            except (ShotFailed, NightshiftError) as error:
-                night.fail(store.load(job.id), settings, f"rendering {spec.shot_id}", error.report())
-                raise
-            done += 1
-            if time.monotonic() - updated >= PROGRESS_EVERY_S or done == len(plan.specs):
-                update_progress_artifact(progress, progress=100.0 * done / len(plan.specs))
-                updated = time.monotonic()
-    finally:
-        worker.close()
-    return False
-
-
-MAX_THUMBNAILS = 60  # ~6 KB each, inlined: the UI cannot load file:// images from an http page
-MAX_FIRST_FRAMES = 12  # decoding a 4K first frame costs ~70 ms; a contact sheet of the opening shots is enough
-
-
-def _thumbnail_uri(image) -> str:  # noqa: ANN001 - a PIL image
-    import base64
-    import io
-
+def _thumbnail_uri(image: Image.Image) -> str:
     image.thumbnail((240, 240))
     buffer = io.BytesIO()
     image.convert("RGB").save(buffer, "JPEG", quality=80)
@@ -200,9 +162,6 @@ def _thumbnail_uri(image) -> str:  # noqa: ANN001 - a PIL image
 
 def _thumbnails(delivered: Path, shot_ids: list[str]) -> list[str]:
     """Keyframe thumbnails; for an animatic (no keyframes), each shot's first frame."""
-    import av
-    from PIL import Image
-
     keyframes = sorted((delivered / "keyframes").glob("*.png"))[:MAX_THUMBNAILS]
     if keyframes:
         lines = ["", "## Keyframes", ""]
@@ -210,7 +169,8 @@ def _thumbnails(delivered: Path, shot_ids: list[str]) -> list[str]:
             with Image.open(path) as image:
                 lines.append(f"![{path.stem}]({_thumbnail_uri(image)})")
         return lines
-    lines = ["", f"## First frames{' (the first ' + str(MAX_FIRST_FRAMES) + ' shots)' if len(shot_ids) > MAX_FIRST_FRAMES else ''}", ""]
+    more = f" (the first {MAX_FIRST_FRAMES} shots)" if len(shot_ids) > MAX_FIRST_FRAMES else ""
+    lines = ["", f"## First frames{more}", ""]
     for shot_id in shot_ids[:MAX_FIRST_FRAMES]:
         with av.open(str(delivered / "shots" / f"{shot_id}.mp4")) as clip:
             frame = next(clip.decode(video=0), None)
@@ -219,58 +179,65 @@ def _thumbnails(delivered: Path, shot_ids: list[str]) -> list[str]:
     return lines
 
 
-def _deliver_with_summary(job_id: str, title: str, project_dir: str, config: str | None) -> str:
-    delivered = Path(deliver(job_id, title, project_dir, config))
-    _, plan = load_plan_folder(delivered)
-    job = night.job_store(settings_for(project_dir, config)).load(job_id)
-    key = re.sub(r"[^a-z0-9-]+", "-", job_id.lower())
-    summary = [f"# {title}", "", f"Delivered to `{delivered}`", "", f"Renderer: {job.renderer}",
-               f"Manifest: `{delivered / 'manifest.json'}`", "", "| shot | file |", "|---|---|"]
-    summary += [f"| {s.shot_id} | `shots/{s.shot_id}.mp4` |" for s in plan.specs]
-    summary += _thumbnails(delivered, [s.shot_id for s in plan.specs])
-    create_markdown_artifact(key=f"delivery-{key}", markdown="\n".join(summary), description=f"Delivery: {title}")
-    return str(delivered)
+def _outcome(outcome: JobOutcome) -> dict:
+    """A run that finds its work done or held by another owner says so and ends Completed; a failed job fails."""
+    get_run_logger().info(outcome.message)
+    if outcome.status == "failed":
+        raise NightshiftError(outcome.message, "the report is in inbox/failed/; `nightshift queue --all` lists the job")
+    return outcome.__dict__
 
 
 @flow(name="nightshift-intake", flow_run_name="{script_name}")
 def intake(claimed: str, script_name: str, project_dir: str = ".", config: str | None = None,
            force: bool = False) -> dict:
     """Plan a claimed script and queue its render (the serve loop or the overnight deployment renders it)."""
-    return plan_script(claimed, script_name, project_dir, config, force)
+    outcome = engine_for(project_dir, config).intake_claim(Path(claimed), force=force)
+    get_run_logger().info(outcome.message)
+    return {"status": outcome.status, "job_id": outcome.job.id if outcome.job else None, "message": outcome.message}
 
 
-@flow(name="nightshift-overnight", flow_run_name="night of {night_of}")
+@flow(name="nightshift-render", flow_run_name="{title}")
+def render(job_id: str, title: str, project_dir: str = ".", config: str | None = None,
+           renderer: str | None = None, respect_window: bool = False) -> dict:
+    """Render a queued job's remaining shots and deliver it; a job delivered or held elsewhere is reported."""
+    return _outcome(engine_for(project_dir, config, renderer, respect_window).work_job(job_id))
+
+
+def _night_name() -> str:
+    """"night of 2026-12-01": the given night, else today's date (never an empty name)."""
+    return f"night of {flow_run.parameters.get('night_of') or datetime.now().strftime('%Y-%m-%d')}"
+
+
+@flow(name="nightshift-overnight", flow_run_name=_night_name)
 def overnight(project_dir: str = ".", config: str | None = None, renderer: str | None = None,
-              respect_window: bool = True, night_of: str = "") -> list[str]:
-    """Render every queued job (priority, then arrival order) within the window; what is left waits for the
-    next night. The queue is read again before each job, so priorities set mid-night count."""
-    settings = settings_for(project_dir, config)
-    store = night.job_store(settings)
-    delivered: list[str] = []
-    tried: set[str] = set()
-    while (job := store.next_pending(tried)) is not None:
-        tried.add(job.id)
-        try:
-            folder = render_job(job.id, job.title or job.script_name, project_dir, config, renderer, respect_window)
-        except DiskFull:
-            break  # everything stays queued; the next night (or a restart) resumes once space is freed
-        except (ShotFailed, NightshiftError):
-            continue  # reported in the job and in inbox/failed/; the night goes on
-        if folder is None:
-            break
-        delivered.append(folder)
-    return delivered
+              respect_window: bool = True, night_of: str = "") -> list[dict]:
+    """Render every queued job (priority, then arrival order) within the window, through the engine's loop;
+    what is left waits for the next night. The queue is read again before each job."""
+    engine = engine_for(project_dir, config, renderer, respect_window)
+    logger = get_run_logger()
+    pending = engine.store.pending()
+    if not pending:
+        logger.info("the queue is empty: nothing to render tonight")
+        return []
+    if not engine.window_open():
+        logger.info(f"outside the window {engine.settings.night.window_start}-{engine.settings.night.window_end}: "
+                    f"{len(pending)} job(s) wait")
+        return []
+    outcomes = engine.render_queue()
+    left = len(engine.store.pending())
+    logger.info(f"{sum(o.status == 'delivered' for o in outcomes)} delivered tonight; {left} job(s) still queued")
+    return [o.__dict__ for o in outcomes]
 
 
 @flow(name="nightshift-run", flow_run_name="{script_name}")
 def run_script(claimed: str, script_name: str, project_dir: str = ".", config: str | None = None,
                renderer: str | None = None, force: bool = False) -> str:
     """The main job, now: plan, render every shot, upscale, assemble, deliver."""
-    outcome = plan_script(claimed, script_name, project_dir, config, force)
-    if outcome["status"] == "failed":
-        raise NightshiftError(outcome["message"], "the script and a report are in inbox/failed/")
-    settings = settings_for(project_dir, config)
-    job = night.job_store(settings).load(outcome["job_id"])
-    if outcome["status"] == "duplicate" and job.state == "delivered":
-        return str(job.delivery)
-    return render_job(job.id, job.title or script_name, project_dir, config, renderer, False)
+    engine = engine_for(project_dir, config, renderer, respect_window=False)
+    outcome = engine.run_claim(Path(claimed), force=force)
+    if isinstance(outcome, IntakeOutcome):
+        raise NightshiftError(outcome.message, "the script and a report are in inbox/failed/")
+    if outcome.delivery is None:
+        raise NightshiftError(outcome.message, "`nightshift queue --all` shows the job; run again to go on")
+    get_run_logger().info(outcome.message)
+    return outcome.delivery

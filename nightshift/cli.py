@@ -7,9 +7,17 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from nightshift import __version__
+from nightshift import __version__, cli_night, cli_provenance, cli_queue
+from nightshift.cli_night import stop_on_signals
 from nightshift.config import CONFIG_FILE_NAME, Settings, load_settings
+from nightshift.engine import NightEngine
 from nightshift.errors import NightshiftError
+from nightshift.files import write_atomic
+from nightshift.planning_job import plan_from_shotlist, plan_script_file
+from nightshift.plan_files import write_schemas
+from nightshift.project import init_project
+from nightshift.provenance import MANIFEST_SCHEMA, manifest_schema
+from nightshift.schemas import FAMILY_NAMES, QUANTIZATION_MODES
 
 
 def _say(message: str) -> None:
@@ -46,8 +54,6 @@ def _progress_printer(label: str) -> Callable[[int, int, str], None]:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from nightshift.project import init_project
-
     created = init_project(Path(args.dir))
     for path in created:
         _say(f"created {path}")
@@ -60,8 +66,6 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
-    from nightshift.planning_job import plan_from_shotlist, plan_script_file
-
     if args.from_shotlist:
         result = plan_from_shotlist(Path(args.from_shotlist), settings, out_dir=Path(args.out) if args.out else None)
     else:
@@ -86,11 +90,7 @@ def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_render(args: argparse.Namespace) -> int:
-    from nightshift.render_job import load_plan_folder, render_plan_folder
-    from nightshift.shot_render import choose_renderer, make_renderer
-
-    settings = load_settings(Path(args.config) if args.config else None)
+def cmd_render(args: argparse.Namespace, settings: Settings) -> int:
     render = settings.render
     if args.fit:
         render.upscale_fit = args.fit
@@ -102,33 +102,17 @@ def cmd_render(args: argparse.Namespace) -> int:
         render.device = args.device
     plan = Path(args.plan)
     folder = plan.parent if plan.is_file() else plan
-    _, render_plan = load_plan_folder(folder)
-    from nightshift.plan_files import SHOTLIST_JSON
-    from nightshift.shot_render import sha256_file
-
-    if sha256_file(folder / SHOTLIST_JSON) != render_plan.shotlist_sha256:
-        from nightshift.planning_job import plan_from_shotlist
-
-        render_plan = plan_from_shotlist(folder / SHOTLIST_JSON, settings, source="nightshift render").plan
-        _say("shotlist.json was edited: render plan rebuilt; shots whose spec changed will render again")
-    choice = choose_renderer(args.renderer or render.renderer, render_plan, render)
-    _say(f"renderer: {choice.kind} ({choice.reason})")
     shot_ids = [s.strip() for s in args.shots.split(",") if s.strip()] if args.shots else None
-    renderer = make_renderer(choice, render)
-    result = render_plan_folder(folder, shot_ids, Path(args.out) if args.out else None, renderer=renderer,
-                                progress=_say, settings=settings)
-    kind = "as animatic" if choice.kind == "animatic" else f"with {choice.kind}"
+    engine = NightEngine(settings, renderer=args.renderer, respect_window=False, say=_say)
+    with stop_on_signals(_say):
+        result = engine.render_plan_folder(folder, shot_ids, Path(args.out) if args.out else None)
+    kind = "as animatic" if all(r.animatic for r in result.records) else "with diffusers"
     _say(f"{len(result.records)} shots rendered {kind}, cut: {result.cut}")
     print(result.folder)
     return 0
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from nightshift.plan_files import write_schemas
-
-    from nightshift.plan_files import write_atomic
-    from nightshift.provenance import MANIFEST_SCHEMA, manifest_schema
-
     for path in write_schemas(Path(args.out)):
         print(path)
     print(write_atomic(Path(args.out) / MANIFEST_SCHEMA, manifest_schema()))
@@ -153,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("script", nargs="?", help="a .fountain, .md or .txt script")
     plan.add_argument("--planner", choices=("auto", "ollama", "rules"), help="default: planner.kind (auto)")
     plan.add_argument("--out", help="output folder (default: <output>/plans/<script-slug>)")
-    plan.add_argument("--family", choices=("ltx", "ltx2", "wan", "hunyuan"), help="target video model family")
+    plan.add_argument("--family", choices=FAMILY_NAMES, help="target video model family")
     plan.add_argument("--model", help="Ollama model for planning (default: planner.model)")
     plan.add_argument("--from-shotlist", metavar="SHOTLIST", help="rebuild the render plan from an edited shotlist.json")
 
@@ -165,10 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--out", help="output folder (default: the plan folder)")
     render.add_argument("--fit", choices=("pad", "crop"), help="keep the aspect at 3840x2160 by padding or cropping")
     render.add_argument("--sharpen", type=float, help="FFmpeg cas strength 0-1 after upscaling")
-    render.add_argument("--quantization", choices=("auto", "none", "fp8", "int8", "nf4", "gguf"))
+    render.add_argument("--quantization", choices=("auto", *QUANTIZATION_MODES))
     render.add_argument("--device", help="auto, cpu, cuda or cuda:N")
-
-    from nightshift import cli_night, cli_provenance, cli_queue
 
     cli_night.add_commands(commands)
     cli_queue.add_commands(commands)
@@ -199,18 +181,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "plan":
             return cmd_plan(args, settings)
         if args.command == "render":
-            return cmd_render(args)
+            return cmd_render(args, settings)
         if args.command in ("run", "serve"):
-            from nightshift import cli_night
-
             return getattr(cli_night, f"cmd_{args.command}")(args, settings, _say)
         if args.command == "queue":
-            from nightshift import cli_queue
-
             return cli_queue.cmd_queue(args, settings, _say)
         if args.command in ("verify", "reproduce"):
-            from nightshift import cli_provenance
-
             return getattr(cli_provenance, f"cmd_{args.command}")(args, settings, _say)
     except NightshiftError as error:
         _say(f"error: {error.report()}")

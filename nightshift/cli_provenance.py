@@ -7,6 +7,8 @@ from pathlib import Path
 
 from nightshift.config import Settings
 from nightshift.errors import NightshiftError
+from nightshift.reproduce import reproduce_shot
+from nightshift.verify import verify_delivery
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -20,8 +22,6 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def cmd_verify(args: argparse.Namespace, settings: Settings, say) -> int:  # noqa: ANN001
-    from nightshift.verify import verify_delivery
-
     folder = Path(args.output_dir)
     if not folder.is_dir():
         raise NightshiftError(f"{folder}: no such delivery folder", "give a folder under output/YYYY-MM-DD/")
@@ -31,8 +31,6 @@ def cmd_verify(args: argparse.Namespace, settings: Settings, say) -> int:  # noq
 
 
 def cmd_reproduce(args: argparse.Namespace, settings: Settings, say) -> int:  # noqa: ANN001
-    from nightshift.reproduce import reproduce_shot
-
     folder = Path(args.output_dir)
     if not (folder / "manifest.json").is_file():
         raise NightshiftError(f"{folder}: no manifest.json here", "give a delivery folder made by Nightshift")

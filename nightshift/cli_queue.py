@@ -6,6 +6,9 @@ import argparse
 import json
 
 from nightshift.config import Settings
+from nightshift.engine import NightEngine
+from nightshift.errors import NightshiftError
+from nightshift.queue import format_queue, queue_entries, set_priority, waiting_scripts
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -18,10 +21,6 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def cmd_queue(args: argparse.Namespace, settings: Settings, say) -> int:  # noqa: ANN001
-    from nightshift.errors import NightshiftError
-    from nightshift.night import job_store
-    from nightshift.queue import format_queue, queue_entries, set_priority, waiting_scripts
-
     if args.jobs and args.priority is None:
         raise NightshiftError("job names were given without --priority", "add --priority N, or list the queue with no names")
     if args.priority is not None and not args.jobs:
@@ -29,13 +28,15 @@ def cmd_queue(args: argparse.Namespace, settings: Settings, say) -> int:  # noqa
     for reference in args.jobs:
         job = set_priority(settings, reference, args.priority)
         say(f"{job.script_name} (job {job.id}): priority {args.priority}")
-    store = job_store(settings)
+    engine = NightEngine(settings)
+    store = engine.store
     entries = queue_entries(store, include_finished=args.all)
-    waiting, unreadable = waiting_scripts(settings), store.unreadable()
+    waiting = waiting_scripts(settings)
+    unreadable = [*store.unreadable(), *(f"{store.path(job.id)} ({why})" for job, why in engine.tampered_jobs())]
     if args.json:
         print(json.dumps({"jobs": [e.as_dict() for e in entries],
                           "not_planned": [{"script_name": n, "where": w} for n, w in waiting],
-                          "unreadable": [str(p) for p in unreadable]}, indent=2))
+                          "unreadable": [str(p) for p in unreadable]}, indent=2, ensure_ascii=False))
     else:
         print(format_queue(entries, waiting, unreadable))
     return 0

@@ -11,10 +11,15 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
+from nightshift.errors import NightshiftError
+from nightshift.schemas import MemoryTier, ModelFamily, QuantizationMode
+
 CONFIG_FILE_NAME = "nightshift.toml"
+SYSTEM_FOLDERS = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/proc", "/sbin", "/sys", "/usr", "/var/lib",
+                  "/var/log", "/run")
 
 
 class _Section(BaseModel):
@@ -50,20 +55,20 @@ class PacingSettings(_Section):
 
 
 class RenderDefaults(_Section):
-    family: Literal["ltx", "ltx2", "wan", "hunyuan"] = "ltx"
+    family: ModelFamily = "ltx"
     model_id: str | None = Field(None, description="Default: the family's registry default.")
-    width: int | None = None
-    height: int | None = None
-    fps: float | None = None
-    steps: int | None = None
-    guidance: float | None = None
-    quantization: Literal["none", "fp8", "int8", "nf4", "gguf", "auto"] = "auto"
+    width: int | None = Field(None, ge=16, le=8192)
+    height: int | None = Field(None, ge=16, le=8192)
+    fps: float | None = Field(None, gt=0, le=120)
+    steps: int | None = Field(None, ge=1, le=500)
+    guidance: float | None = Field(None, ge=0, le=50)
+    quantization: QuantizationMode | Literal["auto"] = "auto"
     seed: int = 1234
     renderer: Literal["auto", "diffusers", "animatic"] = Field(
         "auto", description="auto: diffusers when CUDA and the plan's weights are present, else the animatic."
     )
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
-    tier: Literal["auto", "resident", "resident_tiled", "group_offload", "model_offload", "sequential_offload"] = "auto"
+    tier: MemoryTier | Literal["auto"] = "auto"
     gguf_file: Path | None = Field(None, description="A GGUF file for the transformer (quantization = gguf).")
     models_dir: Path | None = Field(None, description="A folder of diffusers models (<org>/<name>), searched before the HF cache.")
     keyframe_model: str | None = Field(
@@ -84,6 +89,7 @@ class RenderDefaults(_Section):
     upscale_tile: int = Field(512, ge=64, le=4096, description="Tile size in pixels for the super-resolution model.")
     codec: Literal["libx264", "libx265"] = "libx264"
     crf: int = Field(18, ge=0, le=51)
+
     preset: str = "veryfast"
     style: str = Field(
         "cinematic, natural film grain, motivated lighting, shallow depth of field",
@@ -102,13 +108,17 @@ class IntakeSettings(_Section):
     max_scenes: int = Field(2000, ge=1)
 
 
+CLOCK = r"^([01]\d|2[0-3]):[0-5]\d$"  # 00:00 .. 23:59
+
+
 class NightSettings(_Section):
-    window_start: str = Field("01:00", pattern=r"^\d{2}:\d{2}$", description="Local time the render window opens.")
-    window_end: str = Field("07:00", pattern=r"^\d{2}:\d{2}$", description="Local time it closes; unfinished work waits for the next night.")
+    window_start: str = Field("01:00", pattern=CLOCK, description="Local time the render window opens (HH:MM, 00:00-23:59).")
+    window_end: str = Field("07:00", pattern=CLOCK, description="Local time it closes; unfinished work waits for the next night.")
     shot_timeout_s: float = Field(3600.0, gt=0, description="A shot rendering longer is killed and retried.")
     shot_retries: int = Field(1, ge=0, le=5, description="Retries of a failed or timed-out shot before it is reported.")
-    stable_s: float = Field(2.0, ge=0, description="A dropped file is taken once its size has not changed for this long.")
-    poll_s: float = Field(1.0, gt=0, description="How often the inbox and the queue are checked.")
+    stable_s: float = Field(10.0, ge=0, le=3600, description="A dropped file is taken once its size and time have "
+                            "not changed for this long (and no process has it open for writing).")
+    poll_s: float = Field(1.0, gt=0, le=600, description="How often the inbox and the queue are checked.")
 
 
 class SigningSettings(_Section):
@@ -151,6 +161,18 @@ class Settings(BaseSettings):
         # toml_file in model_config is set per load by load_settings (a subclass), never globally.
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
 
+    @model_validator(mode="after")
+    def _studio_paths(self) -> Settings:
+        """The inbox and output roots must be folders a studio may own, never / or a system folder."""
+        for name in ("inbox", "output"):
+            resolved = self.resolve(getattr(self.paths, name)).resolve()
+            if resolved == Path("/") or any(
+                    resolved == Path(root) or resolved.is_relative_to(root) for root in SYSTEM_FOLDERS):
+                raise ValueError(f"paths.{name} = {str(getattr(self.paths, name))!r} resolves to {resolved}, a system "
+                                 "folder: Nightshift would write its files there. Use a folder of the project "
+                                 f"(the default is {name}/)")
+        return self
+
     def resolve(self, path: Path) -> Path:
         """A configured path, relative to the project folder unless absolute."""
         path = path.expanduser()
@@ -163,6 +185,19 @@ class Settings(BaseSettings):
     @property
     def templates_override_dir(self) -> Path | None:
         return self.resolve(self.paths.templates) if self.paths.templates else None
+
+
+class ConfigError(NightshiftError):
+    """A nightshift.toml (or NIGHTSHIFT_* variable) that does not validate: each problem names its setting."""
+
+    def __init__(self, path: Path, error: ValidationError | None, text: str = "") -> None:
+        if error is not None:
+            problems = [f"  {'.'.join(str(p) for p in e['loc'])} = {e.get('input')!r}: {e['msg']}"
+                        for e in error.errors()[:20]]
+            text = "\n".join(problems)
+        super().__init__(f"{path}: invalid configuration:\n{text}",
+                         "fix the setting in the file (or the NIGHTSHIFT_* variable of the same name); "
+                         "`nightshift init` writes a commented example")
 
 
 def find_config_file() -> Path | None:
@@ -188,5 +223,7 @@ def load_settings(config_path: Path | None = None, **overrides: object) -> Setti
 
     try:
         return _SettingsFromFile(**overrides)  # type: ignore[arg-type]
+    except ValidationError as error:
+        raise ConfigError(toml, error) from None
     except ValueError as error:
-        raise ValueError(f"{toml}: invalid configuration:\n{error}") from None
+        raise ConfigError(toml, None, str(error)) from None

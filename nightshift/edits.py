@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from nightshift.plan_files import write_atomic
+from nightshift.files import write_atomic
 from nightshift.schemas import ShotList
 
 PROVENANCE_DIR = "provenance"

@@ -61,6 +61,10 @@ class DiskFull(NightshiftError):
     hint = "free disk space; nothing was failed or lost, and the night resumes where it stopped"
 
 
+class ShotFailed(NightshiftError):
+    """A shot's render raised, timed out, or its process died."""
+
+
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)  # the kernel's words for a full disk or a spent quota
 
 

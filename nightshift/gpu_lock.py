@@ -1,33 +1,52 @@
-"""One render per GPU per machine, held by the kernel: a lock file that dies with its process.
+"""One render per physical GPU, held by the kernel: a lock file that dies with its process.
 
-Prefect's global concurrency limit shows the GPU slot in the UI and spans flows, but a slot
-held by a process that is killed outright stays taken until the server forgets it (with its
-default in-memory lease store, never: the next night would wait forever). So each render
-first takes this machine-local lock; holding it proves no live Nightshift render on this
-machine holds the GPU, and any slot Prefect still counts is a leftover to give back.
+The lock lives in a folder every process on the machine sees whatever its temporary folder
+(/run/lock, else /var/tmp), named after the host and the device, so two processes with
+different TMPDIRs still share one GPU's lock. Holding it proves no live Nightshift render on
+this machine uses that GPU: the Prefect slot shown in the UI may then be repaired safely.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
-import tempfile
+import platform
+import re
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+LOCK_FOLDERS = (Path("/run/lock"), Path("/var/tmp"), Path("/tmp"))
+
+
+def gpu_name(device: str) -> str:
+    """The machine-wide name of one GPU: host and device (cuda:0, cpu)."""
+    return re.sub(r"[^a-z0-9-]+", "-", f"nightshift-gpu-{platform.node()}-{device}".lower())
+
 
 def lock_path(name: str) -> Path:
-    return Path(tempfile.gettempdir()) / f"{name}-uid{os.getuid()}.lock"
+    folder = next((f for f in LOCK_FOLDERS if f.is_dir() and os.access(f, os.W_OK)), LOCK_FOLDERS[-1])
+    return folder / f"{name}.lock"
 
 
 @contextmanager
-def machine_lock(name: str) -> Iterator[Path]:
-    """Block until this machine's lock `name` is free, hold it for the block. Released on exit or death."""
+def machine_lock(name: str, stop: threading.Event | None = None, poll_s: float = 0.2) -> Iterator[Path]:
+    """Wait until this machine's lock `name` is free (or `stop` is set: InterruptedError), hold it for the block.
+    Released on exit or when the process dies."""
     path = lock_path(name)
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if stop is not None and stop.wait(poll_s):
+                    raise InterruptedError(f"stopped while waiting for {name}") from None
+                if stop is None:
+                    fcntl.flock(descriptor, fcntl.LOCK_EX)
+                    break
         os.ftruncate(descriptor, 0)
         os.write(descriptor, f"{os.getpid()}\n".encode())
         yield path

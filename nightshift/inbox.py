@@ -1,9 +1,12 @@
 """The inbox: which dropped files are scripts, when they are complete, claiming them, and where they end up.
 
-A file is taken only after its size and mtime have held still for `stable_s`;
-it is claimed by an atomic rename into inbox/.claimed/ (so two watchers, or a
-watcher and a user, can never both take it); on success it moves to done/, on
-failure to failed/ beside `<name>.error.txt`. Nothing is ever deleted.
+A file is taken only when it is complete: its size and mtime have held still for
+`stable_s` and no process on this machine has it open for writing. It is claimed by an
+atomic rename into inbox/.claimed/<stamp>/ (so two watchers, or a watcher and a user,
+can never both take it), under a name that fits the filesystem with room for the
+reports beside it (any name the filesystem allows arrives; undecodable bytes become
+`_`). On success it moves to done/, on failure to failed/ beside `<name>.error.txt`.
+Nothing is ever deleted.
 """
 
 from __future__ import annotations
@@ -15,17 +18,18 @@ from datetime import datetime
 from pathlib import Path
 
 from nightshift import faults
-from nightshift.shot_render import sha256_file
+from nightshift.files import fit_name, readable_name, sha256_file
 
 SCRIPT_SUFFIXES = {".fountain", ".spmd", ".txt", ".md", ".markdown", ".text"}
 CLAIMED, DONE, FAILED = ".claimed", "done", "failed"
+WAITING_NOTE = ".waiting.txt"  # beside a claim whose planning waits (a full disk, the server away): why, and until when
 _EDITOR_LEFTOVERS = ("~", ".swp", ".swo", ".tmp", ".part", ".partial", ".crdownload")
 
 
 @dataclass(frozen=True)
 class Claim:
-    original_name: str
-    path: Path  # inside inbox/.claimed/
+    original_name: str  # as dropped, readable (undecodable bytes shown as U+FFFD)
+    path: Path  # inside inbox/.claimed/<stamp>/, under a name that fits
     sha256: str
 
 
@@ -40,7 +44,7 @@ def is_candidate(path: Path) -> tuple[bool, str]:
         return False, "not a regular file"
     if name.endswith(_EDITOR_LEFTOVERS):
         return False, "an editor or download leftover"
-    if path.suffix.lower() not in SCRIPT_SUFFIXES:
+    if Path(readable_name(name)).suffix.lower() not in SCRIPT_SUFFIXES:
         return False, f"not a script type ({', '.join(sorted(SCRIPT_SUFFIXES))})"
     return True, ""
 
@@ -70,6 +74,36 @@ class StabilityTracker:
         self.seen.pop(path, None)
 
 
+def open_for_writing(path: Path) -> bool:
+    """Does any process on this machine (that we may look at) hold `path` open for writing? Linux tells
+    through /proc; elsewhere the answer is no and stability alone decides."""
+    try:
+        target = path.stat()
+    except OSError:
+        return False
+    proc = Path("/proc")
+    if not (proc / "self" / "fdinfo").is_dir():
+        return False
+    for pid in os.listdir(proc):
+        if not pid.isdigit():
+            continue
+        try:
+            descriptors = os.listdir(proc / pid / "fd")
+        except OSError:
+            continue
+        for fd in descriptors:
+            try:
+                found = os.stat(proc / pid / "fd" / fd)
+                if (found.st_dev, found.st_ino) != (target.st_dev, target.st_ino):
+                    continue
+                flags = int((proc / pid / "fdinfo" / fd).read_text().split("flags:")[1].split()[0], 8)
+            except (OSError, IndexError, ValueError):
+                continue
+            if flags & (os.O_WRONLY | os.O_RDWR):
+                return True
+    return False
+
+
 def _unique(folder: Path, name: str) -> Path:
     target = folder / name
     stem, suffix = Path(name).stem, Path(name).suffix
@@ -88,31 +122,33 @@ def claim(path: Path, inbox: Path) -> Claim | None:
     stamp = datetime.now().strftime("%Y%m%dT%H%M%S.%f")
     holder = _unique(claimed_dir, stamp)
     holder.mkdir()
-    target = holder / path.name
+    target = holder / fit_name(path.name)
     faults.reached("claim")
     try:
         os.rename(path, target)  # atomic on one file system; fails if the file is gone
     except FileNotFoundError:
         holder.rmdir()
         return None
-    return Claim(path.name, target, sha256_file(target))
+    return Claim(readable_name(path.name), target, sha256_file(target))
 
 
 def original_name(claimed: Path) -> str:
-    return claimed.name
+    return readable_name(claimed.name)
 
 
 def settle(claimed: Path, inbox: Path, ok: bool, report: str | None = None) -> Path:
     """Move a claimed script to done/ or failed/ (with `<name>.error.txt`). Returns its new path."""
     folder = inbox / (DONE if ok else FAILED)
     folder.mkdir(exist_ok=True)
-    target = _unique(folder, claimed.name)
+    target = _unique(folder, fit_name(claimed.name))
     if report is not None:
-        (folder / f"{target.name}.error.txt").write_text(report, encoding="utf-8")
+        (folder / f"{target.name}.error.txt").write_text(report, encoding="utf-8", errors="replace")
     os.rename(claimed, target)
     holder = claimed.parent
-    if holder.parent.name == CLAIMED and not any(holder.iterdir()):
-        holder.rmdir()
+    if holder.parent.name == CLAIMED:
+        (holder / WAITING_NOTE).unlink(missing_ok=True)
+        if not any(holder.iterdir()):
+            holder.rmdir()
     return target
 
 
@@ -125,8 +161,10 @@ def leftover_claims(inbox: Path) -> list[Path]:
     for holder in sorted(folder.iterdir()):
         if not holder.is_dir() or holder.name.startswith("."):
             continue  # .incoming-*: a copy `nightshift run` had not finished; it was never claimed
-        files = [p for p in holder.iterdir() if p.is_file()]
+        files = [p for p in holder.iterdir() if p.is_file() and not p.name.startswith(".")]
         if not files:
+            for leftover in holder.iterdir():
+                leftover.unlink()
             holder.rmdir()  # killed between making the holder and the rename: nothing was claimed
         claims += files
     return sorted(claims)
@@ -143,3 +181,11 @@ def pending_files(inbox: Path) -> list[Path]:
         except FileNotFoundError:
             continue
     return [e for _, _, e in sorted(entries)]
+
+
+def note_waiting(claimed: Path, text: str) -> None:
+    """Say beside a claim why it waits, so nothing sits in .claimed/ without a report."""
+    try:
+        (claimed.parent / WAITING_NOTE).write_text(text, encoding="utf-8", errors="replace")
+    except OSError:
+        pass  # the disk is full: the log says it too

@@ -17,22 +17,27 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from nightshift.plan_files import write_atomic
+from nightshift.files import write_atomic
+from nightshift.schemas import NAME_MAX, TITLE_MAX
 
 JobState = Literal["queued", "rendering", "delivered", "failed"]
 
 
+JOB_ID_PATTERN = r"^[0-9]{8}T[0-9]{6}-[0-9a-f]{10}-[0-9a-f]{6}$"
+
+
 class Job(BaseModel):
-    id: str
-    script_name: str
-    script_sha256: str
-    claimed_path: str
-    title: str = ""
+    id: str = Field(pattern=JOB_ID_PATTERN)
+    script_name: str = Field(max_length=NAME_MAX)
+    script_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    claimed_path: str = Field(max_length=4096)
+    title: str = Field("", max_length=TITLE_MAX)
     state: JobState = "queued"
     work_folder: str
     created: str
     night_started: str | None = Field(None, description="Local date-time the first render of this job started.")
     delivery: str | None = None
+    delivered_by: str | None = Field(None, description="Which process on which host delivered it.")
     delivering_to: str | None = Field(None, description="Set just before the rename into output/, for crash recovery.")
     error: str | None = None
     renderer: str | None = None
@@ -54,13 +59,18 @@ class JobStore:
         write_atomic(self.path(job.id), job.model_dump_json(indent=2))
 
     def load(self, job_id: str) -> Job:
-        return Job.model_validate_json(self.path(job_id).read_text(encoding="utf-8"))
+        job = Job.model_validate_json(self.path(job_id).read_text(encoding="utf-8"))
+        if job.id != job_id:
+            raise ValueError(f"{self.path(job_id)} holds job {job.id!r}: the file was renamed or edited by hand")
+        return job
 
     def _read_all(self) -> tuple[list[Job], list[Path]]:
         jobs, unreadable = [], []
         for path in sorted(self.root.glob("*.json")) if self.root.is_dir() else []:
+            if path.name.startswith("."):
+                continue  # a write in progress (files.atomic_output)
             try:
-                jobs.append(Job.model_validate(json.loads(path.read_text(encoding="utf-8"))))
+                jobs.append(self.load(path.stem))
             except (ValueError, OSError):
                 unreadable.append(path)
         return sorted(jobs, key=lambda j: (j.created, j.id)), unreadable

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
 from nightshift.errors import ShotListError
+from nightshift.files import sha256_text, write_atomic
 from nightshift.schemas import RenderPlan, ShotList
 from nightshift.templating import TemplateSet
 
@@ -20,27 +19,6 @@ RENDERPLAN_JSON = "renderplan.json"
 SHOTLIST_SCHEMA = "shotlist.schema.json"
 RENDERPLAN_SCHEMA = "renderplan.schema.json"
 SCHEMA_FILES: dict[str, type[BaseModel]] = {SHOTLIST_SCHEMA: ShotList, RENDERPLAN_SCHEMA: RenderPlan}
-
-
-def write_atomic(path: Path, text: str) -> Path:
-    """Write beside the target and rename, so a crash never leaves half a file under the real name."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; users' files follow their umask
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def json_schema_text(model: type[BaseModel]) -> str:
@@ -58,10 +36,6 @@ def write_schemas(folder: Path) -> list[Path]:
 def model_json(model: BaseModel, schema_file: str) -> str:
     data = {"$schema": f"./{schema_file}", **model.model_dump(mode="json")}
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-
-
-def sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def write_shotlist(folder: Path, shotlist: ShotList, templates: TemplateSet) -> tuple[Path, str]:
@@ -114,3 +88,9 @@ def load_shotlist(path: Path) -> tuple[ShotList, str]:
 def load_renderplan(path: Path) -> tuple[RenderPlan, str]:
     plan, sha = _load(path, RenderPlan)
     return plan, sha  # type: ignore[return-value]
+
+
+def load_plan_folder(plan_folder: Path) -> tuple[ShotList, RenderPlan]:
+    shotlist, _ = load_shotlist(plan_folder / SHOTLIST_JSON)
+    plan, _ = load_renderplan(plan_folder / RENDERPLAN_JSON)
+    return shotlist, plan

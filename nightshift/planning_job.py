@@ -10,6 +10,7 @@ from nightshift.agents.intake import read_script
 from nightshift.agents.planning import PlannerChoice, ProgressCallback, plan_script
 from nightshift.agents.prompt_writer import write_render_plan
 from nightshift.config import Settings
+from nightshift.files import now_utc
 from nightshift.edits import PROVENANCE_DIR, record_edits, start_history
 from nightshift.plan_files import (
     load_shotlist,
@@ -64,8 +65,6 @@ def plan_from_shotlist(shotlist_path: Path, settings: Settings, out_dir: Path | 
     """Rebuild renderplan.json (and shotlist.md) from a shotlist.json the user edited; the json is not rewritten.
 
     The changes since the last shot list seen are appended to the edit history (provenance/edits.json)."""
-    from nightshift.shot_render import now_utc
-
     shotlist, shotlist_sha = load_shotlist(shotlist_path)
     folder = out_dir or shotlist_path.parent
     if folder.resolve() != shotlist_path.parent.resolve() and (shotlist_path.parent / PROVENANCE_DIR).is_dir():

@@ -8,6 +8,7 @@ import tomli_w
 from pydantic import BaseModel
 
 from nightshift.config import CONFIG_FILE_NAME, Settings
+from nightshift.signing import SIGNING_DIR, create_local_identity
 
 
 def _commented_section(name: str, section: BaseModel) -> list[str]:
@@ -49,7 +50,6 @@ def init_project(folder: Path) -> list[Path]:
     if not config.exists():
         config.write_text(default_config_text(), encoding="utf-8")
         created.append(config)
-    from nightshift.signing import SIGNING_DIR, create_local_identity
 
     if not (folder / SIGNING_DIR).is_dir():
         identity = create_local_identity(folder / SIGNING_DIR, owner=folder.resolve().name)

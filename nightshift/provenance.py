@@ -27,8 +27,8 @@ from pydantic import BaseModel, Field
 
 from nightshift import __version__
 from nightshift.edits import EDITS_JSON, LAST_SHOTLIST, PLANNED_SHOTLIST, PROVENANCE_DIR, Edit, load_edits, script_copy_name
-from nightshift.schemas import PlannerInfo, RenderPlan, RenderSpec, ShotList
-from nightshift.shot_render import ClipRecord, sha256_file
+from nightshift.schemas import ClipRecord, PlannerInfo, RenderPlan, RenderSpec, ShotList
+from nightshift.files import sha256_file, write_atomic
 
 MANIFEST_JSON, MANIFEST_MD, MANIFEST_SCHEMA = "manifest.json", "manifest.md", "manifest.schema.json"
 MANIFEST_VERSION = "2"
@@ -174,8 +174,6 @@ def _hash_cache_path() -> Path:
 
 def hash_weight_files(folder: Path) -> list[FileRef]:
     """sha256 of every file of a model folder; each computed once and cached by path, size and mtime."""
-    from nightshift.plan_files import write_atomic
-
     cache_path = _hash_cache_path()
     try:
         cache = json.loads(cache_path.read_text(encoding="utf-8"))
@@ -259,8 +257,6 @@ def derived_from(relative: str, manifest: Manifest, cut_name: str) -> list[str]:
 
 
 def write_manifest_md(folder: Path, manifest: Manifest, templates: Any) -> Path:
-    from nightshift.plan_files import write_atomic
-
     text = templates.render("manifest.md.j2", manifest=manifest.model_dump(mode="json"),
                             human_edits=len(manifest.edits), shots=len(manifest.shots))
     return write_atomic(folder / MANIFEST_MD, text)

@@ -11,8 +11,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from nightshift.config import Settings
+from nightshift.engine import NightEngine
 from nightshift.errors import NightshiftError
+from nightshift.inbox import CLAIMED, is_candidate, original_name, pending_files
 from nightshift.jobs import Job, JobStore
+from nightshift.plan_files import load_plan_folder
+from nightshift.records import shots_not_done
 
 
 @dataclass(frozen=True)
@@ -32,18 +36,14 @@ class QueueEntry:
 
 
 def _shot_counts(job: Job) -> tuple[int | None, int | None]:
-    from nightshift.render_job import is_shot_done, load_plan_folder, load_records
-
     folder = Path(job.work_folder)
     try:
         _, plan = load_plan_folder(folder)
-        records = load_records(folder)
+        if job.state == "delivered":
+            return len(plan.specs), len(plan.specs)
+        return len(plan.specs) - len(shots_not_done(folder, plan.specs)), len(plan.specs)
     except (NightshiftError, OSError, ValueError):
         return None, None
-    if job.state == "delivered":
-        return len(plan.specs), len(plan.specs)
-    done = sum(1 for spec in plan.specs if is_shot_done(folder, spec, records.get(spec.shot_id)))
-    return done, len(plan.specs)
 
 
 def queue_entries(store: JobStore, include_finished: bool = False) -> list[QueueEntry]:
@@ -63,17 +63,16 @@ def queue_entries(store: JobStore, include_finished: bool = False) -> list[Queue
 
 def waiting_scripts(settings: Settings) -> list[tuple[str, str]]:
     """Scripts not planned yet: (name, where). Read-only, so it is safe while `nightshift serve` runs."""
-    from nightshift.inbox import CLAIMED, is_candidate, pending_files
-    from nightshift.night import inbox_dir, job_store
-
-    inbox = inbox_dir(settings)
-    waiting = [(p.name, "in the inbox") for p in pending_files(inbox) if is_candidate(p)[0]]
-    planned = {Path(j.claimed_path) for j in job_store(settings).all()}
+    engine = NightEngine(settings)
+    inbox = engine.inbox
+    waiting = [(original_name(p), "in the inbox") for p in pending_files(inbox) if is_candidate(p)[0]]
+    planned = {Path(j.claimed_path) for j in engine.store.all()}
     claimed = inbox / CLAIMED
     for holder in sorted(claimed.iterdir()) if claimed.is_dir() else []:
         if holder.is_dir() and not holder.name.startswith("."):
-            waiting += [(f.name, "claimed, planning not finished (retried by serve, e.g. after a full disk)")
-                        for f in sorted(holder.iterdir()) if f.is_file() and f not in planned]
+            waiting += [(original_name(f), "claimed, planning not finished (retried by serve, e.g. after a full disk)")
+                        for f in sorted(holder.iterdir()) if f.is_file() and not f.name.startswith(".")
+                        and f not in planned]
     return waiting
 
 
@@ -96,9 +95,7 @@ def find_job(store: JobStore, reference: str) -> Job:
 
 def set_priority(settings: Settings, reference: str, priority: int) -> Job:
     """Give a queued job a priority (higher renders sooner; 0 is the default, negatives wait)."""
-    from nightshift.night import job_store
-
-    store = job_store(settings)
+    store = NightEngine(settings).store
     job = find_job(store, reference)
     if job.state not in ("queued", "rendering"):
         raise NightshiftError(f"{job.script_name} (job {job.id}) is already {job.state}; its priority cannot change",

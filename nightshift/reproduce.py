@@ -19,12 +19,13 @@ import numpy as np
 from nightshift.config import RenderDefaults
 from nightshift.delivery import read_manifest
 from nightshift.errors import NightshiftError
-from nightshift.render_job import load_plan_folder
-from nightshift.shot_render import AnimaticShotRenderer, ClipRecord, DiffusersShotRenderer, ShotJob
+from nightshift.plan_files import load_plan_folder
+from nightshift.renderers.diffusers_shot import DiffusersShotRenderer
+from nightshift.renderers.shots import AnimaticShotRenderer, ShotJob
+from nightshift.schemas import MEMORY_TIERS, ClipRecord
 from nightshift.renderers.encode import EncodeSettings
 from nightshift.renderers.upscale import UpscaleSettings
 
-TIERS = ("resident", "resident_tiled", "group_offload", "model_offload", "sequential_offload")
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ def _renderer(clip: ClipRecord, base: RenderDefaults) -> AnimaticShotRenderer | 
         return AnimaticShotRenderer(upscale, encode)
     device = clip.device.split()[0]
     settings = base.model_copy(update={
-        "quantization": clip.quantization, "tier": clip.tier if clip.tier in TIERS else "auto", "device": device,
+        "quantization": clip.quantization, "tier": clip.tier if clip.tier in MEMORY_TIERS else "auto", "device": device,
         "upscale_model": Path(model) if model else None, "upscale_tile": tile,
         "keyframe_model": clip.keyframe_settings.get("model"),
         "keyframe_steps": clip.keyframe_settings.get("steps", base.keyframe_steps),
@@ -88,7 +89,7 @@ def psnr(first: Path, second: Path) -> tuple[float, int, int]:
     return (math.inf if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)), count_a, count_b
 
 
-def reproduce_shot(folder: Path, shot_id: str, out_dir: Path, base: RenderDefaults | None = None) -> ReproduceReport:
+def reproduce_shot(folder: Path, shot_id: str, out_dir: Path, base: RenderDefaults) -> ReproduceReport:
     manifest = read_manifest(folder)
     found = next((s for s in manifest.shots if s.spec.shot_id == shot_id), None)
     if found is None:
@@ -105,7 +106,7 @@ def reproduce_shot(folder: Path, shot_id: str, out_dir: Path, base: RenderDefaul
     work.mkdir(parents=True, exist_ok=True)
     # Keyframe images the user supplied are read from the delivery; generated ones are made again.
     job = ShotJob(shot, spec, folder, out_dir / "shots", out_dir / "keyframes", work)
-    record = _renderer(clip, base or RenderDefaults()).render(job)
+    record = _renderer(clip, base).render(job)
     if not any(work.iterdir()):
         work.rmdir()
     new_clip = out_dir / record.file

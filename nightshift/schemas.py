@@ -6,15 +6,26 @@ JSON-serialisable data so a user can read it, edit it and re-run from it.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SCHEMA_VERSION = "1.0"
-SHOT_ID_PATTERN = r"^s\d{2,}-sh\d{2,}$"
+SHOT_ID_PATTERN = r"^s\d{2,6}-sh\d{2,6}$"
+TITLE_MAX = 200  # titles, script names and character names: long enough for any real one, short enough for a file name
+NAME_MAX = 255
+
+# The tables every layer uses: one list each.
+ModelFamily = Literal["ltx", "ltx2", "wan", "hunyuan"]
+MemoryTier = Literal["resident", "resident_tiled", "group_offload", "model_offload", "sequential_offload"]
+QuantizationMode = Literal["none", "fp8", "int8", "nf4", "gguf"]
+FAMILY_NAMES: tuple[str, ...] = get_args(ModelFamily)
+MEMORY_TIERS: tuple[str, ...] = get_args(MemoryTier)
+QUANTIZATION_MODES: tuple[str, ...] = get_args(QuantizationMode)
 
 
 class _Model(BaseModel):
@@ -78,15 +89,15 @@ class Scene(_Model):
 
 
 class Character(_Model):
-    name: str
+    name: str = Field(max_length=TITLE_MAX)
     introduction: str = Field("", description="The words the script uses when the character first appears.")
     dialogue_lines: int = 0
 
 
 class Script(_Model):
-    source_name: str = Field(description="File name the script came from.")
+    source_name: str = Field(max_length=NAME_MAX, description="File name the script came from.")
     format: Literal["fountain", "markdown", "prose"]
-    title: str
+    title: str = Field(max_length=TITLE_MAX)
     title_page: dict[str, str] = Field(default_factory=dict)
     scenes: list[Scene]
     characters: list[Character] = Field(default_factory=list)
@@ -135,7 +146,7 @@ class Transition(str, Enum):
     fade_in = "fade in"
 
 
-ShotId = Annotated[str, Field(pattern=SHOT_ID_PATTERN, description="Like s03-sh02: scene 3, shot 2.")]
+ShotId = Annotated[str, Field(pattern=SHOT_ID_PATTERN, max_length=16, description="Like s03-sh02: scene 3, shot 2.")]
 
 
 class ShotDraft(_Model):
@@ -211,8 +222,8 @@ class PlannerInfo(_Model):
 
 class ShotList(_Model):
     schema_version: str = SCHEMA_VERSION
-    title: str
-    source_name: str
+    title: str = Field(max_length=TITLE_MAX)
+    source_name: str = Field(max_length=NAME_MAX)
     source_sha256: str
     planner: PlannerInfo
     style_bible: str = Field("", description="Look of the whole film, added to every prompt.")
@@ -239,8 +250,6 @@ class ShotList(_Model):
 
 # --------------------------------------------------------------------------- render specs
 
-Quantization = Literal["none", "fp8", "int8", "nf4", "gguf", "auto"]
-ModelFamily = Literal["ltx", "ltx2", "wan", "hunyuan"]
 
 
 class KeyframeSpec(_Model):
@@ -271,7 +280,6 @@ class RenderSpec(_Model):
     num_frames: int = Field(gt=0)
     steps: int = Field(gt=0, le=500)
     guidance: float = Field(ge=0, le=50)
-    quantization: Quantization = "auto"
     duration_s: float = Field(gt=0, description="Requested duration; num_frames / fps may differ by frame-count rules.")
     transition: Transition = Transition.cut
     notes: list[str] = Field(default_factory=list)
@@ -279,8 +287,8 @@ class RenderSpec(_Model):
 
 class RenderPlan(_Model):
     schema_version: str = SCHEMA_VERSION
-    title: str
-    source_name: str
+    title: str = Field(max_length=TITLE_MAX)
+    source_name: str = Field(max_length=NAME_MAX)
     shotlist_sha256: str = Field(description="sha256 of the shotlist.json these specs were written from.")
     family: ModelFamily
     templates: dict[str, str] = Field(default_factory=dict, description="Template name -> sha256.")
@@ -291,3 +299,51 @@ def slugify(text: str, fallback: str = "untitled") -> str:
     """A file-system-safe, lowercase name; never empty, never starts with a dash or dot."""
     slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60].strip("-")
     return slug or fallback
+
+
+def spec_sha256(spec: RenderSpec) -> str:
+    return hashlib.sha256(spec.model_dump_json().encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- clips
+
+
+class ClipRecord(_Model):
+    """What was rendered for one shot, how, and where it went."""
+
+    shot_id: ShotId
+    backend: str
+    animatic: bool
+    model_id: str | None
+    weights: str | None = None
+    weights_revision: str | None = None
+    pipeline: str | None = None
+    quantization: str = "none"
+    tier: str
+    attempts: list[str] = Field(default_factory=list, description="Tiers that ran out of memory before `tier`.")
+    memory_reason: str | None = None
+    device: str
+    seed: int | None = None
+    steps: int | None = None
+    width: int
+    height: int
+    fps: float
+    frames: int
+    audio: bool = False
+    conditioning: list[str] = Field(default_factory=list)
+    keyframes: list[str] = Field(default_factory=list)
+    upscaled_to: str
+    encoded_as: str | None = None
+    upscale_settings: dict[str, object] = Field(default_factory=dict, description="What `nightshift reproduce` uses.")
+    encode_settings: dict[str, object] = Field(default_factory=dict)
+    keyframe_settings: dict[str, object] = Field(default_factory=dict, description="The text-to-image model, steps, guidance.")
+    scheduler: str | None = None
+    file: str
+    sha256: str = Field(description="The clip as delivered (after signing, its Content Credentials included).")
+    rendered_sha256: str | None = Field(None, description="The clip as rendered, before signing.")
+    spec_sha256: str | None = None
+    started: str
+    finished: str
+    seconds: float
+    rendered_on: str | None = Field(None, description="The host that rendered this clip.")
+    notes: list[str] = Field(default_factory=list)

@@ -14,12 +14,14 @@ from typing import Any
 from nightshift import __version__, faults
 from nightshift.config import Settings
 from nightshift.errors import NightshiftError
-from nightshift.plan_files import write_atomic
+from nightshift.files import now_utc, sha256_file, write_atomic
+from nightshift.plan_files import load_plan_folder
 from nightshift.provenance import (MANIFEST_JSON, MANIFEST_SCHEMA, Manifest, OutputFile, Signature,
                                    build_manifest, derived_from, file_ref, manifest_schema, write_manifest_md)
-from nightshift.render_job import load_plan_folder, load_records, save_records
-from nightshift.schemas import slugify
-from nightshift.shot_render import ClipRecord, now_utc, sha256_file
+from nightshift.records import load_records, save_records
+from nightshift.schemas import ClipRecord, slugify
+from nightshift.templating import TemplateSet
+from nightshift.delivery import read_manifest
 from nightshift.signing import NIGHTSHIFT_ASSERTION, make_signer, sign_video, signing_identity
 
 IPTC = "http://cv.iptc.org/newscodes/digitalsourcetype/"
@@ -72,8 +74,6 @@ def _cut_credentials(manifest: Manifest) -> dict[str, Any]:
 def seal_delivery(folder: Path, settings: Settings, *, script_name: str, script_sha256: str, renderer: str,
                   job_id: str | None = None, night_started: str | None = None, history: list[str] = ()) -> Manifest:
     """Write manifest.json and manifest.md and sign every MP4 in `folder`. Returns the manifest."""
-    from nightshift.templating import TemplateSet
-
     shotlist, plan = load_plan_folder(folder)
     records = load_records(folder)
     missing = [s.shot_id for s in plan.specs if s.shot_id not in records]
@@ -117,3 +117,13 @@ def delivered_files(folder: Path) -> list[str]:
             continue
         names.append(relative)
     return names
+
+
+def reseal_delivery(folder: Path, note: str, settings: Settings) -> None:
+    """A delivery re-rendered in place is sealed again: new manifest, re-signed clips, the change noted."""
+    if not (folder / MANIFEST_JSON).is_file():
+        return
+    old = read_manifest(folder)
+    seal_delivery(folder, settings, script_name=old.inputs.script.name, script_sha256=old.inputs.script.sha256,
+                  renderer=old.renderer, job_id=old.job_id, night_started=old.night_started,
+                  history=[*old.history, note])

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from nightshift.errors import NightshiftError
-from nightshift.renderers.encode import atomic_output
+from nightshift.files import atomic_output
 
 SIGNING_DIR = Path(".nightshift") / "signing"
 CHAIN_FILE, KEY_FILE, CA_FILE, CA_KEY_FILE = "signer-chain.pem", "signer.key", "local-ca.pem", "local-ca.key"

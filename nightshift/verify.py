@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from nightshift.provenance import MANIFEST_JSON, MANIFEST_VERSION, Manifest, provenance_digest
 from nightshift.seal import delivered_files
-from nightshift.shot_render import sha256_file
+from nightshift.files import sha256_file
 from nightshift.signing import read_credentials
 
 

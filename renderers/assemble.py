@@ -18,7 +18,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from nightshift.schemas import Transition
+from nightshift.schemas import RenderPlan, Transition, slugify
 from nightshift.renderers.encode import EncodeSettings, encode_frames
 
 CROSSFADE_S = 0.5
@@ -171,3 +171,13 @@ def assemble_cut(entries: Sequence[CutEntry], final: Path, encode: EncodeSetting
     sample_rate, channels = audio_format
     return encode_frames(pictures(), final, rate, encode, sample_rate=sample_rate, channels=channels,
                          audio=_cut_audio(entries, placements, total, rate, sample_rate, channels))
+
+
+def assemble_folder(folder: Path, plan: RenderPlan, encode: EncodeSettings = EncodeSettings()) -> Path:
+    """Join every rendered shot of `plan` found in folder/shots into <slug>.mp4, in shot-list order."""
+    shots_dir = folder / "shots"
+    entries = [CutEntry(shots_dir / f"{spec.shot_id}.mp4", spec.transition) for spec in plan.specs
+               if (shots_dir / f"{spec.shot_id}.mp4").exists()]
+    cut = folder / f"{slugify(plan.title)}.mp4"
+    assemble_cut(entries, cut, encode)
+    return cut

@@ -7,9 +7,7 @@ finished clip; on any failure the partial file is removed.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -18,8 +16,8 @@ import av
 import numpy as np
 
 from nightshift import faults
+from nightshift.files import atomic_output
 
-PARTIAL_SUFFIX = ".partial.mp4"
 
 
 @dataclass(frozen=True)
@@ -54,24 +52,6 @@ def exact_rate(fps: float | Fraction) -> Fraction:
         if abs(float(ntsc) - fps) < 0.0015:
             return ntsc
     return Fraction(fps).limit_denominator(1001)
-
-
-def partial_path(final: Path) -> Path:
-    return final.with_name(f".{final.stem}{PARTIAL_SUFFIX}")
-
-
-@contextmanager
-def atomic_output(final: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `final`; rename onto `final` only if the block succeeds."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = partial_path(final)
-    tmp.unlink(missing_ok=True)
-    try:
-        yield tmp
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def add_video_stream(container: av.container.OutputContainer, width: int, height: int, fps: float | Fraction,

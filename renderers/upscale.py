@@ -15,7 +15,8 @@ from av.filter import Graph
 
 from nightshift import faults
 
-from nightshift.renderers.encode import EncodeSettings, add_video_stream, atomic_output, exact_rate
+from nightshift.renderers.encode import EncodeSettings, add_video_stream, exact_rate
+from nightshift.files import atomic_output
 
 if TYPE_CHECKING:
     from nightshift.renderers.upscale_model import SuperResolution

@@ -87,6 +87,20 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         yield
 
 
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A `prefect server start` of its own, for `nightshift serve` processes the tests start and kill."""
+    from tests.prefect_server import free_port, start_prefect_server, stop
+
+    home = tmp_path_factory.mktemp("prefect-api-home")
+    env = {**os.environ, "PREFECT_HOME": str(home), "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_UI_ENABLED": "false"}
+    port = free_port()
+    server = start_prefect_server(port, env, home / "server.log")
+    yield f"http://127.0.0.1:{port}/api"
+    stop(server)
+
+
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     for key, value in FAST_RENDER.items():

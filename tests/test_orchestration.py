@@ -18,8 +18,9 @@ import pytest
 from nightshift.config import Settings
 from nightshift.delivery import delivery_folder, read_manifest
 from nightshift.inbox import StabilityTracker, claim, is_candidate, leftover_claims
-from nightshift.night import in_window, job_store
-from nightshift.shot_render import sha256_file
+from nightshift.engine import NightEngine, Stop, in_window
+from nightshift.flows.night import PrefectSteps
+from nightshift.files import sha256_file
 from nightshift.renderers.encode import probe
 
 def _wait(condition: Callable[[], object], timeout: float, what: str) -> object:
@@ -117,15 +118,24 @@ def test_second_delivery_same_day_gets_a_suffix(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- through Prefect
 
 
-def _serve(settings: Settings, **kwargs) -> tuple[threading.Thread, threading.Event, list[str]]:
-    from nightshift.flows.serve import InboxService
+def job_store(settings: Settings):  # noqa: ANN201 - the studio's JobStore
+    return NightEngine(settings).store
 
+
+def _engine(settings: Settings, now: bool = False, renderer: str | None = None, say=lambda _m: None,  # noqa: ANN001
+            stop: Stop | None = None) -> NightEngine:
+    """The engine as `nightshift serve` builds it: Prefect steps."""
+    return NightEngine(settings, PrefectSteps(str(settings.project_dir), None), renderer, respect_window=not now,
+                       stop=stop or Stop(), say=say)
+
+
+def _serve(settings: Settings, **kwargs) -> tuple[threading.Thread, threading.Event, list[str]]:
     said: list[str] = []
-    service = InboxService(settings, say=said.append, **kwargs)
-    stop = threading.Event()
-    thread = threading.Thread(target=service.run, kwargs={"stop": stop}, daemon=True)
+    stop = Stop()
+    engine = _engine(settings, say=said.append, stop=stop, **kwargs)
+    thread = threading.Thread(target=engine.serve, daemon=True)
     thread.start()
-    return thread, stop, said
+    return thread, stop.event, said
 
 
 def test_serve_delivers_dedupes_and_survives_bad_input(prefect_server: None, project: Settings, corpus: Path) -> None:
@@ -172,17 +182,15 @@ def test_window_keeps_work_queued_until_it_opens(prefect_server: None, project: 
     monkeypatch.setenv("NIGHTSHIFT_NIGHT__WINDOW_START", closed[0])
     monkeypatch.setenv("NIGHTSHIFT_NIGHT__WINDOW_END", closed[1])
     settings = Settings(project_dir=project.project_dir)
-    from nightshift.flows.serve import InboxService
-
     (settings.resolve(settings.paths.inbox) / "paper_boat.txt").write_bytes((corpus / "paper_boat.txt").read_bytes())
-    service = InboxService(settings, renderer="animatic", say=lambda _m: None)
-    _wait(lambda: service.scan() or job_store(settings).pending(), 30, "the claim")
+    service = _engine(settings, renderer="animatic")
+    _wait(lambda: service.take_drops() or job_store(settings).pending(), 30, "the claim")
     assert not service.window_open() and service.render_queue() == []
     assert [j.state for j in job_store(settings).pending()] == ["queued"] and not _deliveries(settings)
 
     monkeypatch.setenv("NIGHTSHIFT_NIGHT__WINDOW_START", f"{hour:02d}:00")
     monkeypatch.setenv("NIGHTSHIFT_NIGHT__WINDOW_END", f"{(hour + 1) % 24:02d}:59")
-    opened = InboxService(Settings(project_dir=project.project_dir), renderer="animatic", say=lambda _m: None)
+    opened = _engine(Settings(project_dir=project.project_dir), renderer="animatic")
     assert opened.window_open() and len(opened.render_queue()) == 1
     assert not job_store(settings).pending() and len(_deliveries(settings)) == 1
 
@@ -202,15 +210,15 @@ def test_served_deployment_renders_the_queue_and_shows_artifacts(prefect_server:
     from prefect.deployments import run_deployment
     from prefect.settings import temporary_settings
 
-    from nightshift.flows.serve import InboxService, ServedDeployments
+    from nightshift.flows.serve import ServedDeployments
 
     hour = datetime.now().hour
     monkeypatch.setenv("NIGHTSHIFT_NIGHT__WINDOW_START", f"{(hour + 2) % 24:02d}:00")  # closed: the job waits
     monkeypatch.setenv("NIGHTSHIFT_NIGHT__WINDOW_END", f"{(hour + 3) % 24:02d}:00")
     settings = Settings(project_dir=project.project_dir)
     (settings.resolve(settings.paths.inbox) / "paper_boat.txt").write_bytes((corpus / "paper_boat.txt").read_bytes())
-    watcher = InboxService(settings, say=lambda _m: None)
-    _wait(lambda: watcher.scan() or job_store(settings).pending(), 30, "the claim")
+    watcher = _engine(settings)
+    _wait(lambda: watcher.take_drops() or job_store(settings).pending(), 30, "the claim")
     [job] = job_store(settings).pending()
     with temporary_settings(updates={"runner.poll_frequency": 1}):
         served = ServedDeployments(settings, None, "animatic")
@@ -232,7 +240,7 @@ def test_served_deployment_renders_the_queue_and_shows_artifacts(prefect_server:
 
 
 def test_two_scripts_never_render_on_one_gpu_at_once(prefect_server: None, project: Settings, corpus: Path) -> None:
-    from nightshift.flows.night import intake, render_job
+    from nightshift.flows.night import intake, render
     from nightshift.inbox import claim as take
 
     inbox = project.resolve(project.paths.inbox)
@@ -241,7 +249,7 @@ def test_two_scripts_never_render_on_one_gpu_at_once(prefect_server: None, proje
         (inbox / name).write_bytes((corpus / name).read_bytes())
         claimed = take(inbox / name, inbox)
         jobs.append(intake(str(claimed.path), name, str(project.project_dir))["job_id"])
-    threads = [threading.Thread(target=render_job, args=(job_id, job_id, str(project.project_dir), None, "animatic"))
+    threads = [threading.Thread(target=render, args=(job_id, job_id, str(project.project_dir), None, "animatic"))
                for job_id in jobs]
     for thread in threads:
         thread.start()

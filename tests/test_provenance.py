@@ -11,7 +11,7 @@ import av
 import jsonschema
 import pytest
 
-from nightshift import night
+from nightshift.engine import NightEngine
 from nightshift.cli import main
 from nightshift.config import Settings
 from nightshift.delivery import read_manifest
@@ -26,14 +26,14 @@ FAST = {"fps": 8, "width": 256, "height": 160, "output_width": 640, "output_heig
 
 
 def _deliver(project: Path, corpus: Path, script: str, renderer: str, render: dict | None = None) -> Path:
-    """A delivery made by the plain functions (no Prefect): claim, plan, render in-process, deliver."""
+    """A delivery made by the engine with its plain steps (no Prefect): claim, plan, render, deliver."""
     (project / "inbox").mkdir(parents=True, exist_ok=True)
     settings = Settings(project_dir=project, planner={"kind": "rules"}, render={**FAST, **(render or {})})
     (project / "inbox" / script).write_bytes((corpus / script).read_bytes())
-    outcome = night.intake_claim(claim(project / "inbox" / script, project / "inbox"), settings)
-    assert outcome.job is not None, outcome.message
-    night.render_remaining(outcome.job, settings, renderer)
-    return night.deliver(night.job_store(settings).load(outcome.job.id), settings)
+    engine = NightEngine(settings, renderer=renderer, respect_window=False)
+    outcome = engine.run_claim(claim(project / "inbox" / script, project / "inbox").path)
+    assert outcome.status == "delivered", outcome.message
+    return Path(outcome.delivery)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from nightshift import night
+from nightshift.engine import NightEngine, Steps
 from nightshift.cli import main
 from nightshift.config import Settings
 from nightshift.delivery import read_manifest
@@ -32,13 +32,13 @@ def _queued(tmp_path: Path) -> tuple[Settings, list[str]]:
     ids = []
     for name in NAMES:
         shutil.copyfile(REPO / "examples" / "corpus" / name, inbox / name)
-        ids.append(night.intake_claim(claim(inbox / name, inbox), settings).job.id)
+        ids.append(NightEngine(settings).intake_claim(claim(inbox / name, inbox).path).job.id)
     return settings, ids
 
 
 def test_arrival_order_then_priorities(tmp_path: Path) -> None:
     settings, ids = _queued(tmp_path)
-    store = night.job_store(settings)
+    store = NightEngine(settings).store
     assert [j.id for j in store.pending()] == ids  # arrival order
     set_priority(settings, "courier.fountain", 5)  # by script name
     set_priority(settings, ids[1][:20], -1)  # by a unique start of the id: waits behind everything
@@ -66,35 +66,26 @@ def test_arrival_order_then_priorities(tmp_path: Path) -> None:
 
 
 def test_the_night_renders_in_priority_order_and_a_priority_set_mid_night_counts(tmp_path: Path) -> None:
-    from nightshift.flows.serve import InboxService
-
     settings, ids = _queued(tmp_path)
     set_priority(settings, "night_train.md", 3)
     order: list[str] = []
 
-    def render_job(job_id: str, *args: object, **kwargs: object) -> str:  # the Prefect flow, minus rendering
-        order.append(job_id)
-        if len(order) == 1:  # while the first job renders, the user moves the last one up
-            set_priority(settings, "courier.fountain", 9)
-        job = night.job_store(settings).load(job_id)
-        night.render_remaining(job, settings, "animatic")
-        return str(night.deliver(night.job_store(settings).load(job_id), settings))
+    class UserMidNight(Steps):
+        def job(self, engine, job):  # noqa: ANN001, ANN202 - while the first job renders, the user moves the last up
+            order.append(job.id)
+            if len(order) == 1:
+                set_priority(settings, "courier.fountain", 9)
+            return super().job(engine, job)
 
-    import nightshift.flows.night
-
-    original = flows.night.render_job
-    flows.night.render_job = render_job
-    try:
-        delivered = InboxService(settings, now=True, say=lambda _: None).render_queue()
-    finally:
-        flows.night.render_job = original
+    engine = NightEngine(settings, UserMidNight(), "animatic", respect_window=False)
+    delivered = engine.render_queue()
     assert order == [ids[1], ids[2], ids[0]]
-    assert len(delivered) == 3 and night.job_store(settings).pending() == []
+    assert [o.status for o in delivered] == ["delivered"] * 3 and engine.store.pending() == []
     with pytest.raises(NightshiftError, match="already delivered"):
         set_priority(settings, "courier.fountain", 1)
 
 
-def test_queue_command_and_the_serving_loop(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+def test_queue_command_and_the_serving_loop(tmp_path: Path, capsys: pytest.CaptureFixture[str], prefect_api: str,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     settings, ids = _queued(tmp_path)
     project = settings.project_dir
@@ -110,7 +101,7 @@ def test_queue_command_and_the_serving_loop(tmp_path: Path, capsys: pytest.Captu
     assert listed["unreadable"] == []
     assert main(["queue", "--priority", "1"]) == 1 and "needs at least one JOB" in capsys.readouterr().err
 
-    done = drive(project)  # the serving loop (no Prefect) renders the queue in that order
+    done = drive(project, prefect_api)  # `nightshift serve` renders the queue in that order
     assert done.returncode == 0, done.stderr[-2000:]
     deliveries = sorted(project.glob("output/*/*/manifest.json"), key=lambda p: read_manifest(p.parent).delivered)
     names = [read_manifest(p.parent).inputs.script.name for p in deliveries]

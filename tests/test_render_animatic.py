@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from nightshift.cli import main
-from nightshift.render_job import sha256_file
+from nightshift.files import sha256_file
 from nightshift.renderers.encode import EncodeSettings, encode_frames, exact_rate, probe
 from nightshift.renderers.upscale import UpscaleSettings, upscale_to_4k
 

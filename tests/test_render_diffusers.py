@@ -14,7 +14,8 @@ from PIL import Image
 from nightshift.cli import main
 from nightshift.config import RenderDefaults
 from nightshift.schemas import KeyframeSpec, RenderSpec
-from nightshift.shot_render import DiffusersShotRenderer, choose_renderer
+from nightshift.renderers.diffusers_shot import DiffusersShotRenderer
+from nightshift.renderers.shots import choose_renderer
 from nightshift.renderers.encode import probe
 from nightshift.renderers.keyframes import TextToImage, prepare_keyframes
 from nightshift.renderers.memory import RenderConfigError, plan_memory
@@ -321,7 +322,7 @@ def test_render_cli_wan_end_to_end(corpus: Path, tmp_path: Path, tiny: dict[str,
 def test_auto_renderer_says_why_it_chose_the_animatic(corpus: Path, tmp_path: Path, tiny: dict[str, Path],
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     plan_folder = _plan(corpus, tmp_path, tiny["ltx"], "ltx", monkeypatch)
-    from nightshift.render_job import load_plan_folder
+    from nightshift.plan_files import load_plan_folder
 
     _, plan = load_plan_folder(plan_folder)
     choice = choose_renderer("auto", plan, RenderDefaults())

@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from nightshift import night
+from nightshift.engine import NightEngine
 from nightshift.config import load_settings
 from nightshift.inbox import claim, leftover_claims
 from nightshift.verify import verify_delivery
@@ -53,7 +53,7 @@ def leftovers(project: Path) -> list[str]:
 
 
 def state(project: Path, settings) -> dict:  # noqa: ANN001
-    store = night.job_store(settings)
+    store = NightEngine(settings).store
     inbox = project / "inbox"
     return {"jobs": [j.state for j in store.all()], "pending": len(store.pending()),
             "claimed": [p.name for p in leftover_claims(inbox)],
@@ -89,9 +89,9 @@ def main(mount: Path, result_path: Path, scenario: str) -> None:
     result: dict = {"scenario": scenario, "size": shutil.disk_usage(mount).total}
 
     if scenario == "plan":  # full before serve starts: the script is claimed (a rename) but cannot be planned
-        ballast, wait_for = fill(mount, 16 << 10), "intake stopped"
+        ballast, wait_for = fill(mount, 16 << 10), "it stays claimed"
     else:  # planned first; then room for less than the first shot (render), or for every shot but not the cut
-        night.intake_claim(claim(inbox / "paper_boat.txt", inbox), settings)
+        NightEngine(settings).intake_claim(claim(inbox / "paper_boat.txt", inbox).path)
         ballast, wait_for = fill(mount, 96 << 10 if scenario == "render" else 320 << 10), "The queue waits"
     result.update(serve_through_full_disk(project, settings, ballast, result_path.with_suffix(".log"), wait_for))
     end = state(project, settings)

@@ -1,10 +1,12 @@
-"""SIGKILL the serving process at seeded points across claim, plan, queue, render, upscale, encode and
-deliver; restart it; check that every script is delivered exactly once and nothing is lost or doubled.
+"""SIGKILL `nightshift serve --now --once` (the process users start, with its Prefect flows, against a
+Prefect server) at seeded points across claim, plan, queue, render, upscale, encode and deliver; start
+it again; check that every script is delivered exactly once and nothing is lost or doubled.
 
-Default: 50 points (two at a time, about two minutes). `pytest tests/faults --soak`: 500 points.
-The points are (stage, n): the process kills itself the n-th time it reaches the stage
-(nightshift/faults.py), n drawn from how often a clean run reaches it. Clips are small (64x36)
-so the points are many; the code paths are the ones a 4K night takes.
+Default: 16 points (two at a time, a few minutes). `pytest tests/faults --soak`: 500 points.
+The points are (stage, n): the n-th time the night reaches the stage (nightshift/faults.py, counted
+across serve and its render children), serve is killed (a kill in a render child takes serve down
+with it, as a power cut would); n drawn from how often a clean run reaches it. Clips are small
+(64x36) so the points are many; the code paths are the ones a 4K night takes.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -52,15 +55,27 @@ def _project(root: Path) -> Path:
     return root
 
 
-def drive(project: Path, fault: str | None = None, timeout: float = 300, env: dict[str, str] | None = None,
+SHOT_LINE = re.compile(r"(?:^|- )(?P<title>[^|\n]+?): (?P<shot>s\d{2,}-sh\d{2,}) (?P<kind>rendering|done)\b")
+
+
+def serve_command() -> list[str]:
+    return [sys.executable, "-m", "nightshift.cli", "serve", "--now", "--once", "--renderer", "animatic"]
+
+
+def drive(project: Path, api: str, fault: str | None = None, timeout: float = 300, env: dict[str, str] | None = None,
           **popen: object) -> subprocess.CompletedProcess:
-    """Run the serving driver on `project` until idle (or until the failpoint `fault` kills it)."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("NIGHTSHIFT_")}
-    clean.update({"PYTHONPATH": str(REPO), **(env or {})})
+    """`nightshift serve --now --once` on `project` until idle (or until the failpoint `fault` kills it).
+    What it says is appended to project/renders.log, whose shot lines the checks read."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("NIGHTSHIFT_", "PREFECT_"))}
+    clean.update({"PREFECT_API_URL": api, "PYTHONPATH": str(REPO), **(env or {})})
     if fault:
         clean["NIGHTSHIFT_FAULT"] = fault
-    return subprocess.run([sys.executable, "-m", "tests.faults.driver", str(project)], cwd=project, env=clean,
-                          capture_output=True, text=True, timeout=timeout, check=False, **popen)
+        clean["NIGHTSHIFT_FAULT_STATE"] = str(project / "fault-state.txt")
+    done = subprocess.run(serve_command(), cwd=project, env=clean, capture_output=True, text=True, timeout=timeout,
+                          check=False, **popen)
+    with open(project / "renders.log", "a", encoding="utf-8") as log:
+        log.write(done.stdout + done.stderr)
+    return done
 
 
 def check_night(project: Path) -> list[str]:
@@ -89,7 +104,10 @@ def check_night(project: Path) -> list[str]:
     starts: Counter[str] = Counter()
     ended: set[str] = set()
     for line in (project / "renders.log").read_text().splitlines():
-        kind, job, shot = line.split()
+        found = SHOT_LINE.search(line)
+        if not found:
+            continue
+        kind, job, shot = "start" if found["kind"] == "rendering" else "end", found["title"].replace(" ", "_"), found["shot"]
         if kind == "start" and starts[f"{job} {shot}"] and f"{job} {shot}" in ended:
             broken.append(f"{shot} of {job} rendered again after it had finished")
         (starts.update([f"{job} {shot}"]) if kind == "start" else ended.add(f"{job} {shot}"))
@@ -101,11 +119,11 @@ def check_night(project: Path) -> list[str]:
     return broken
 
 
-def _points(tmp_path: Path, count: int) -> list[tuple[str, int]]:
+def _points(tmp_path: Path, count: int, api: str) -> list[tuple[str, int]]:
     """Seeded (stage, n) points within how often a clean run reaches each stage."""
     project = _project(tmp_path / "count")
     tally = project / "reached.txt"
-    done = drive(project, f"count:{tally}")
+    done = drive(project, api, f"count:{tally}")
     assert done.returncode == 0, done.stderr[-3000:]
     assert not check_night(project), check_night(project)  # the clean run itself is whole
     reached = Counter(tally.read_text().split())
@@ -114,13 +132,13 @@ def _points(tmp_path: Path, count: int) -> list[tuple[str, int]]:
     return [(stage, rng.randint(1, reached[stage])) for stage in (rng.choice(STAGES) for _ in range(count))]
 
 
-def _kill_and_recover(tmp_path: Path, index: int, stage: str, n: int) -> tuple[str, int, bool, list[str]]:
+def _kill_and_recover(tmp_path: Path, api: str, index: int, stage: str, n: int) -> tuple[str, int, bool, list[str]]:
     project = _project(tmp_path / f"point-{index:03d}-{stage}-{n}")
-    first = drive(project, f"{stage}:{n}")
+    first = drive(project, api, f"{stage}:{n}")
     killed = first.returncode == -9
     if not killed and first.returncode != 0:
         return stage, n, killed, [f"the first run failed: {first.stderr[-1500:]}"]
-    second = drive(project, None)
+    second = drive(project, api, None)
     if second.returncode != 0:
         return stage, n, killed, [f"the restart failed: {second.stderr[-1500:]}"]
     broken = check_night(project)
@@ -130,11 +148,13 @@ def _kill_and_recover(tmp_path: Path, index: int, stage: str, n: int) -> tuple[s
 
 
 @pytest.mark.timeout(5400)  # the soak runs ~25 minutes; each child run has its own 300 s limit
-def test_killed_anywhere_the_night_still_completes_once(tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    count = 500 if request.config.getoption("--soak") else 50
-    points = _points(tmp_path, count)
+def test_killed_anywhere_the_night_still_completes_once(tmp_path: Path, request: pytest.FixtureRequest,
+                                                        prefect_api: str) -> None:
+    count = 500 if request.config.getoption("--soak") else 16
+    points = _points(tmp_path, count, prefect_api)
     with ThreadPoolExecutor(max_workers=2) as pool:
-        results = list(pool.map(lambda item: _kill_and_recover(tmp_path, item[0], *item[1]), enumerate(points)))
+        results = list(pool.map(lambda item: _kill_and_recover(tmp_path, prefect_api, item[0], *item[1]),
+                                enumerate(points)))
     per_stage = {stage: [r for r in results if r[0] == stage] for stage in STAGES}
     summary = ", ".join(f"{s} {sum(r[2] for r in rs)}/{len(rs)}" for s, rs in per_stage.items())
     print(f"\nfault points (killed/drawn) seed {SEED}: {summary}")

@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from nightshift.delivery import read_manifest
-from tests.faults.test_kill_points import PROJECT_TOML, REPO
+from tests.faults.test_kill_points import PROJECT_TOML, REPO, serve_command
 
 
 def _script(n: int) -> str:
@@ -26,7 +26,7 @@ def _script(n: int) -> str:
 
 
 @pytest.mark.slow
-def test_two_hundred_at_once_and_twenty_during_the_night(tmp_path: Path) -> None:
+def test_two_hundred_at_once_and_twenty_during_the_night(tmp_path: Path, prefect_api: str) -> None:
     project = tmp_path / "project"
     (project / "inbox").mkdir(parents=True)
     (project / "nightshift.toml").write_text(PROJECT_TOML)
@@ -34,10 +34,10 @@ def test_two_hundred_at_once_and_twenty_during_the_night(tmp_path: Path) -> None
         path = project / "inbox" / f"load-{n:03d}.fountain"
         path.write_text(_script(n))
         os.utime(path, ns=(n * 1_000_000, n * 1_000_000))  # arrival order = the numbering
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NIGHTSHIFT_")}
-    env["PYTHONPATH"] = str(REPO)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NIGHTSHIFT_", "PREFECT_"))}
+    env.update({"PYTHONPATH": str(REPO), "PREFECT_API_URL": prefect_api})
     started = time.monotonic()
-    driver = subprocess.Popen([sys.executable, "-m", "tests.faults.driver", str(project)], cwd=project, env=env,
+    driver = subprocess.Popen(serve_command(), cwd=project, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     samples: list[tuple[int, int]] = []  # (deliveries so far, RSS bytes)
 

@@ -1,6 +1,6 @@
 """A misbehaving Ollama, through the inbox: scripts dropped while the planner server answers garbage, too
 slowly, with 0 or 10,000 shots, server errors or a dropped connection, then while it is down, then with
-`planner.on_failure = "fail"`. The serving loop (tests/faults/driver.py, a child process) plans them with
+`planner.on_failure = "fail"`. `nightshift serve --now --once` (a child process) plans them with
 the real `ollama` client against the protocol double (tests/ollama_double.py). Each script must end
 delivered (repaired, or planned by the rules planner with the reason written down) or in inbox/failed/
 with a report naming the problem; the loop keeps serving to the end.
@@ -59,7 +59,7 @@ def _delivered(project: Path) -> dict[str, dict]:
             for p in project.glob("output/*/*/manifest.json")}
 
 
-def test_misbehaving_ollama_through_the_inbox(tmp_path: Path) -> None:
+def test_misbehaving_ollama_through_the_inbox(tmp_path: Path, prefect_api: str) -> None:
     project = tmp_path / "project"
     inbox = project / "inbox"
     inbox.mkdir(parents=True)
@@ -68,7 +68,7 @@ def test_misbehaving_ollama_through_the_inbox(tmp_path: Path) -> None:
         _configure(project, double.url)
         for marker in CASES:
             (inbox / f"{marker.lower()}.fountain").write_text(_script(marker))
-        first = drive(project, timeout=600)
+        first = drive(project, prefect_api, timeout=600)
         assert first.returncode == 0, first.stderr[-3000:]
     finally:
         double.stop()
@@ -92,7 +92,7 @@ def test_misbehaving_ollama_through_the_inbox(tmp_path: Path) -> None:
 
     # Ollama down (the double stopped): planned by the rules planner, with a note saying so.
     (inbox / "down.fountain").write_text(_script("DOWN"))
-    second = drive(project, timeout=300)
+    second = drive(project, prefect_api, timeout=300)
     assert second.returncode == 0, second.stderr[-3000:]
     down = _delivered(project)["down.fountain"]
     assert down["planner"]["kind"] == "rules" and "not reachable" in down["planner"]["notes"][0]
@@ -103,7 +103,7 @@ def test_misbehaving_ollama_through_the_inbox(tmp_path: Path) -> None:
         _configure(project, double.url, on_failure="fail")
         (inbox / "garbage-strict.fountain").write_text(_script("GARBAGE", take=2))  # not a duplicate
         (inbox / "good-after.fountain").write_text(_script("GOOD", take=2))
-        third = drive(project, timeout=300)
+        third = drive(project, prefect_api, timeout=300)
         assert third.returncode == 0, third.stderr[-3000:]
     finally:
         double.stop()

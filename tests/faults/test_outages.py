@@ -15,18 +15,17 @@ import pytest
 from nightshift.config import Settings
 from nightshift.delivery import read_manifest
 from nightshift.inbox import claim
-from nightshift.night import job_store
 from nightshift.verify import verify_delivery
-from tests.test_orchestration import _deliveries, _rendered_clips, _wait
+from nightshift.engine import NightEngine
+from tests.prefect_server import free_port, start_prefect_server
+from tests.test_orchestration import _deliveries, _engine, _rendered_clips, _wait
 
 
 def test_out_of_memory_at_every_tier_fails_that_script_and_the_night_goes_on(
         prefect_server: None, project: Settings, corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """CUDA out of memory at every tier (a failpoint in the first job's render child raises torch's OOM error at
     each pipeline call): that script fails with a report naming each tier tried; the next one is delivered."""
-    import nightshift.flows.night
-    from nightshift.flows.serve import InboxService
-    from nightshift.night import intake_claim
+    import nightshift.engine
     from nightshift.render_worker import RenderWorker
     from tests.tiny_models import build_ltx
 
@@ -39,7 +38,7 @@ def test_out_of_memory_at_every_tier_fails_that_script_and_the_night_goes_on(
     jobs = []
     for name in ("paper_boat.txt", "night_train.md"):
         (inbox / name).write_bytes((corpus / name).read_bytes())
-        jobs.append(intake_claim(claim(inbox / name, inbox), settings).job)
+        jobs.append(NightEngine(settings).intake_claim(claim(inbox / name, inbox).path).job)
     children: list[RenderWorker] = []
 
     class FirstJobOutOfMemory(RenderWorker):  # one render child per job: only the first job's child runs out
@@ -47,11 +46,12 @@ def test_out_of_memory_at_every_tier_fails_that_script_and_the_night_goes_on(
             super().__init__(env if children else {**os.environ, "NIGHTSHIFT_FAULT": "generate-oom:1"})
             children.append(self)
 
-    monkeypatch.setattr(flows.night, "RenderWorker", FirstJobOutOfMemory)
+    monkeypatch.setattr(nightshift.engine, "RenderWorker", FirstJobOutOfMemory)
     said: list[str] = []
-    delivered = InboxService(settings, now=True, renderer="diffusers", say=said.append).render_queue()
+    delivered = [o.delivery for o in _engine(settings, now=True, renderer="diffusers", say=said.append).render_queue()
+                 if o.delivery]
 
-    failed = job_store(settings).load(jobs[0].id)
+    failed = NightEngine(settings).store.load(jobs[0].id)
     assert failed.state == "failed" and "out of memory at every tier tried" in (failed.error or "")
     report = (inbox / "failed" / "paper_boat.txt.error.txt").read_text()
     for tier in ("resident", "resident_tiled", "group_offload"):
@@ -61,43 +61,19 @@ def test_out_of_memory_at_every_tier_fails_that_script_and_the_night_goes_on(
     assert read_manifest(Path(folder)).inputs.script.name == "night_train.md"
     assert (inbox / "done" / "night_train.md").is_file() and len(children) == 2
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start_prefect_server(port: int, env: dict[str, str], log: Path) -> subprocess.Popen:
-    import httpx
-
-    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                              env=env, start_new_session=True, stdout=open(log, "a"), stderr=subprocess.STDOUT)
-
-    def healthy() -> bool:
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    _wait(healthy, 180, "the Prefect server to answer")
-    return server
-
-
 def test_prefect_server_killed_alone_mid_night(project: Settings, corpus: Path, tmp_path: Path) -> None:
     """The Prefect server (a separate `prefect server start`) is SIGKILLed mid-render and restarted on the same
     database while `nightshift serve` keeps running: serve never exits, the night finishes once the server is
     back, the script is delivered once, and no finished shot is rendered again. Prefect's client retries a lost
     server for about a minute by itself (2+4+8+16+32 s); one retry here makes the outage outlast them, so the
     render flow crashes and serve's own keep-queued-and-back-off path is what brings the night home."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "DO_NOT_TRACK": "1",
            "PREFECT_CLIENT_MAX_RETRIES": "1",
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "false",
            "PREFECT_API_URL": f"http://127.0.0.1:{port}/api", "NIGHTSHIFT_RENDER__RENDERER": "animatic"}
     server_log, serve_log = tmp_path / "server.log", tmp_path / "serve.log"
-    server = _start_prefect_server(port, env, server_log)
+    server = start_prefect_server(port, env, server_log)
     inbox = project.resolve(project.paths.inbox)
     (inbox / "lighthouse.fountain").write_bytes((corpus / "lighthouse.fountain").read_bytes())
     serve = subprocess.Popen([sys.executable, "-m", "nightshift.cli", "serve", "--now"], cwd=project.project_dir,
@@ -110,7 +86,7 @@ def test_prefect_server_killed_alone_mid_night(project: Settings, corpus: Path, 
         before = {c["shot_id"]: c for c in _rendered_clips(project)}
         time.sleep(8)  # down long enough for serve to notice and back off
         assert serve.poll() is None, "nightshift serve exited when the server went away"
-        server = _start_prefect_server(port, env, server_log)  # same port, same database
+        server = start_prefect_server(port, env, server_log)  # same port, same database
         _wait(lambda: "lighthouse.fountain: delivered to" in serve_log.read_text(), 600,
               "the delivery after the server came back")
         [delivered] = _deliveries(project)
@@ -129,4 +105,4 @@ def test_prefect_server_killed_alone_mid_night(project: Settings, corpus: Path, 
         assert after[shot_id].started == clip["started"], f"{shot_id} was rendered again"
     assert verify_delivery(delivered).ok
     assert (inbox / "done" / "lighthouse.fountain").is_file() and not list((inbox / ".claimed").rglob("*.fountain"))
-    assert [j.state for j in job_store(project).all()] == ["delivered"]
+    assert [j.state for j in NightEngine(project).store.all()] == ["delivered"]

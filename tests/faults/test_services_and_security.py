@@ -8,10 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from nightshift import night
+from nightshift.engine import NightEngine, Steps, render_request
 from nightshift.config import Settings
-from nightshift.render_worker import RenderWorker, ShotFailed, render_with_retries
-from nightshift.shot_render import RendererChoice
+from nightshift.errors import DiskFull, ShotFailed
+from nightshift.records import shots_not_done
+from nightshift.render_worker import RenderWorker, render_with_retries
+from nightshift.plan_files import load_plan_folder
+from nightshift.renderers.shots import RendererChoice
 from tests.faults.test_kill_points import REPO, SCRIPTS, _project, drive
 
 FAST = {"fps": 4, "width": 64, "height": 48, "output_width": 64, "output_height": 36}
@@ -23,14 +26,15 @@ def _queued_job(tmp_path: Path):  # noqa: ANN202 - (settings, job)
     project = _project(tmp_path / "project")
     settings = Settings(project_dir=project, planner={"kind": "rules"}, render=FAST)
     inbox = project / "inbox"
-    outcome = night.intake_claim(claim(inbox / SCRIPTS[0], inbox), settings)
+    outcome = NightEngine(settings).intake_claim(claim(inbox / SCRIPTS[0], inbox).path)
     return settings, outcome.job
 
 
 def _first_shot(tmp_path: Path):  # noqa: ANN202 - (settings, job, shot id, render request)
     settings, job = _queued_job(tmp_path)
-    shot = night.shots_to_render(job)[0].shot_id
-    return settings, job, shot, night.render_request(job, shot, RendererChoice("animatic", "cpu", "test"), settings)
+    folder = Path(job.work_folder)
+    shot = shots_not_done(folder, load_plan_folder(folder)[1].specs)[0].shot_id
+    return settings, job, shot, render_request(folder, folder, shot, RendererChoice("animatic", "cpu", "test"), settings)
 
 
 def _alive(pid: int) -> bool:
@@ -75,16 +79,12 @@ def test_a_failed_script_does_not_stop_the_night(tmp_path: Path) -> None:
 
     settings, broken = _queued_job(tmp_path)
     inbox = settings.resolve(settings.paths.inbox)
-    second = night.intake_claim(claim(inbox / SCRIPTS[1], inbox), settings).job
+    engine = NightEngine(settings, renderer="animatic", respect_window=False)
+    second = engine.intake_claim(claim(inbox / SCRIPTS[1], inbox).path).job
     (Path(broken.work_folder) / "renderplan.json").write_text("{ not json")  # a damaged plan
-    delivered, failed = [], []
-    for job in night.job_store(settings).pending():
-        try:
-            night.render_remaining(job, settings, "animatic")
-            delivered.append(night.deliver(night.job_store(settings).load(job.id), settings))
-        except Exception as error:  # noqa: BLE001 - what the serve loop does: report, go on
-            night.fail(night.job_store(settings).load(job.id), settings, "rendering", str(error))
-            failed.append(job.id)
+    outcomes = engine.render_queue()
+    failed = [o.job_id for o in outcomes if o.status == "failed"]
+    delivered = [o.delivery for o in outcomes if o.status == "delivered"]
     assert failed == [broken.id] and len(delivered) == 1 and second is not None
     report = (inbox / "failed" / f"{SCRIPTS[0]}.error.txt").read_text()
     assert "renderplan.json" in report and "drop it into the inbox again" in report
@@ -96,9 +96,9 @@ def test_defaults_stay_on_this_machine() -> None:
     assert settings.signing.tsa_url is None  # no time-stamp server is contacted unless the user sets one
 
 
-def test_folders_follow_the_umask_and_keys_stay_private(tmp_path: Path) -> None:
+def test_folders_follow_the_umask_and_keys_stay_private(tmp_path: Path, prefect_api: str) -> None:
     project = _project(tmp_path / "project")
-    done = drive(project, preexec_fn=lambda: os.umask(0o027))
+    done = drive(project, prefect_api, preexec_fn=lambda: os.umask(0o027))
     assert done.returncode == 0, done.stderr[-2000:]
     made = [p for p in project.rglob("*") if ".nightshift/signing" not in p.as_posix() and "inbox" not in p.parts
             and p.name != "nightshift.toml"]  # the test wrote that one
@@ -120,20 +120,19 @@ def test_disk_full_during_encode_keeps_the_script_queued(tmp_path: Path, monkeyp
 
     settings, job = _queued_job(tmp_path)
     monkeypatch.setenv("NIGHTSHIFT_FAULT", "encode-enospc:40")  # in the second shot's frames
-    with pytest.raises(OSError) as caught:
-        night.render_remaining(job, settings, "animatic")
-    assert caught.value.errno == errno.ENOSPC
+    engine = NightEngine(settings, renderer="animatic", respect_window=False)
+    with pytest.raises(DiskFull) as caught:
+        engine.work_job(job.id)
+    assert "No space left on device" in str(caught.value)
     work = Path(job.work_folder)
     assert not list(work.rglob(".*partial*")), "a half-written clip was left behind"
-    assert [j.id for j in night.job_store(settings).pending()] == [job.id]
+    assert [j.id for j in engine.store.pending()] == [job.id]
     monkeypatch.delenv("NIGHTSHIFT_FAULT")
-    night.render_remaining(night.job_store(settings).load(job.id), settings, "animatic")
-    assert night.deliver(night.job_store(settings).load(job.id), settings).is_dir()
+    outcome = engine.work_job(job.id)
+    assert outcome.status == "delivered" and Path(outcome.delivery).is_dir()
 
 
 def test_disk_full_in_the_render_child_is_not_retried_or_failed(tmp_path: Path) -> None:
-    from nightshift.render_worker import DiskFull
-
     settings, job, _, request = _first_shot(tmp_path)
     worker = RenderWorker(env={**os.environ, "NIGHTSHIFT_FAULT": "upscale-enospc:3", "PYTHONPATH": str(REPO)})
     warnings: list[str] = []
@@ -145,28 +144,24 @@ def test_disk_full_in_the_render_child_is_not_retried_or_failed(tmp_path: Path) 
     assert "No space left on device" in str(caught.value) and "stays queued" in caught.value.report()
     assert warnings == []  # not retried
     assert not list(Path(job.work_folder).rglob(".*partial*"))
-    night.pause(night.job_store(settings).load(job.id), settings, caught.value.report())
-    assert night.job_store(settings).load(job.id).state == "queued"
+    assert NightEngine(settings).store.load(job.id).state == "queued"
 
 
 def test_a_crashing_render_is_retried_later_never_dropped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An unexpected error (say the Prefect server restarting) keeps the job queued, retried with a growing wait."""
-    import nightshift.flows.night
-    from nightshift.flows.serve import InboxService
-
     settings, job = _queued_job(tmp_path)
     calls: list[str] = []
 
-    def server_gone(job_id: str, *args: object, **kwargs: object) -> str:
-        calls.append(job_id)
-        raise ConnectionError("the Prefect server went away")
+    class ServerGone(Steps):
+        def job(self, engine, job):  # noqa: ANN001, ANN202 - the render flow run cannot be created
+            calls.append(job.id)
+            raise ConnectionError("the Prefect server went away")
 
-    monkeypatch.setattr(flows.night, "render_job", server_gone)
     said: list[str] = []
-    service = InboxService(settings, now=True, say=said.append)
+    service = NightEngine(settings, ServerGone(), respect_window=False, say=said.append)
     assert service.render_queue() == [] and service.render_queue() == []  # the second call is inside the wait
     assert calls == [job.id] and "next try in 2 s" in said[0]
     service.retry_at[job.id] = 0.0  # the wait is over
     service.render_queue()
     assert calls == [job.id, job.id] and "next try in 4 s" in said[-1]
-    assert [j.id for j in night.job_store(settings).pending()] == [job.id]  # still queued, nothing failed
+    assert [j.id for j in service.store.pending()] == [job.id]  # still queued, nothing failed

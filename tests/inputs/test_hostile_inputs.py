@@ -54,14 +54,14 @@ def _snapshot(folder: Path, skip: Path) -> dict[str, tuple[int, int]]:
             if p.is_file() and skip not in p.parents}
 
 
-def test_hostile_inbox_ends_in_plans_or_reports(tmp_path: Path) -> None:
+def test_hostile_inbox_ends_in_plans_or_reports(tmp_path: Path, prefect_api: str) -> None:
     project, outside = tmp_path / "project", tmp_path / "outside"
     (project / "inbox").mkdir(parents=True)
     outside.mkdir()
     (project / "nightshift.toml").write_text(PROJECT_TOML)
     expected = _inputs(project / "inbox", outside)
     before = _snapshot(tmp_path, project)
-    done = drive(project, timeout=600, env={"HOME": str(outside / "home")})
+    done = drive(project, prefect_api, timeout=600, env={"HOME": str(outside / "home")})
     assert done.returncode == 0, done.stderr[-3000:]  # one process served every file and came back idle
 
     inbox = project / "inbox"

@@ -1,0 +1,680 @@
+"""The night engine: one state machine over durable jobs, and the one loop that runs it.
+
+    claim -> plan -> queue -> render each shot -> deliver -> settle
+
+`nightshift serve`, `nightshift run`, `nightshift render`, the Prefect flows (flows/night.py)
+and the fault suites all drive `NightEngine`. Prefect only wraps its steps (`Steps`: flow and
+task runs, names, logs, artifacts); it never re-implements them.
+
+Ownership holds across processes and machines that share the studio folder: a claim is planned
+only under its lease, a job is rendered and delivered only under its lease (nightshift/leases.py),
+a GPU is used only under its machine lock. Every step is written down before the work it
+announces, so a process killed anywhere leaves a studio the next start finishes without loss or
+repeat: only what has no finished, verified output is done again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, time as clock
+from pathlib import Path
+from typing import TypeVar
+
+import watchfiles
+
+from nightshift import faults
+from nightshift.config import Settings
+from nightshift.delivery import delivery_folder, move_into_place
+from nightshift.errors import DiskFull, NightshiftError, ShotFailed, is_disk_full
+from nightshift.files import inside, is_partial, now_utc, sha256_file
+from nightshift.gpu_lock import gpu_name, machine_lock
+from nightshift.inbox import (Claim, StabilityTracker, claim, is_candidate, leftover_claims, note_waiting,
+                              open_for_writing, original_name, pending_files, settle)
+from nightshift.jobs import Job, JobStore
+from nightshift.leases import HOST, Lease, LeaseBook, Owner, lease_key
+from nightshift.plan_files import SHOTLIST_JSON, load_plan_folder
+from nightshift.planning_job import plan_from_shotlist, plan_script_file
+from nightshift.records import load_records, record_shot, shots_not_done
+from nightshift.render_worker import RenderWorker, render_with_retries
+from nightshift.renderers.assemble import assemble_folder
+from nightshift.renderers.shots import RendererChoice, choose_renderer, finish_settings
+from nightshift.schemas import ClipRecord, RenderPlan, RenderSpec, slugify
+from nightshift.seal import reseal_delivery, seal_delivery
+
+log = logging.getLogger("nightshift.engine")
+T = TypeVar("T")
+MAX_BACKOFF_S = 300.0  # a job or claim that keeps failing for a reason not its own is retried at most every 5 min
+INTAKE_BUDGET_S = 5.0  # a large drop is planned a few seconds at a time, between jobs: queued work keeps rendering
+
+
+def backoff_s(attempts: int) -> float:
+    """The wait before the next try after `attempts` failures in a row: 2, 4, 8 ... up to MAX_BACKOFF_S."""
+    return min(MAX_BACKOFF_S, 2.0 ** attempts)
+
+
+def parse_clock(text: str) -> clock:
+    hours, minutes = (int(part) for part in text.split(":"))
+    return clock(hours, minutes)
+
+
+def in_window(now: datetime, start: str, end: str) -> bool:
+    """Is `now` inside the nightly window [start, end)? Windows may wrap midnight (22:00-06:00)."""
+    s, e, t = parse_clock(start), parse_clock(end), now.time()
+    if s == e:
+        return True
+    return s <= t < e if s < e else (t >= s or t < e)
+
+
+class Stop:
+    """A request to stop, from a signal (nightshift/cli_night.py) or a caller. Callbacks run at once
+    (the render child is killed, so a stop never waits for a shot to finish)."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self._callbacks: list[Callable[[], None]] = []
+
+    def is_set(self) -> bool:
+        return self.event.is_set()
+
+    def request(self) -> None:
+        self.event.set()
+        for callback in list(self._callbacks):
+            try:
+                callback()
+            except Exception:  # noqa: BLE001 - stopping must go on whatever one callback does
+                log.exception("a stop callback failed")
+
+    def wait(self, seconds: float) -> bool:
+        return self.event.wait(seconds)
+
+    @contextmanager
+    def calling(self, callback: Callable[[], None]) -> Iterator[None]:
+        self._callbacks.append(callback)
+        try:
+            yield
+        finally:
+            self._callbacks.remove(callback)
+
+
+PROCESS_STOP = Stop()  # what Ctrl-C and SIGTERM set in this process; every engine listens to it by default
+
+
+@dataclass(frozen=True)
+class IntakeOutcome:
+    job: Job | None
+    status: str  # "queued", "duplicate", "failed", "busy" (another process is planning it), "waiting"
+    message: str
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    job_id: str
+    status: str  # "delivered", "delivered_elsewhere", "busy", "failed", "waiting" (window, disk), "stopped"
+    message: str
+    delivery: str | None = None
+
+
+@dataclass
+class RenderResult:
+    folder: Path
+    records: list[ClipRecord]
+    cut: Path
+
+
+class Steps:
+    """How the engine's steps run: here, directly. flows/night.py runs each as a Prefect flow or task run."""
+
+    def intake(self, engine: NightEngine, claimed: Path, force: bool) -> IntakeOutcome:
+        return engine.intake_claim(claimed, force=force)
+
+    def job(self, engine: NightEngine, job: Job) -> JobOutcome:
+        return engine.work_job(job.id)
+
+    def plan(self, name: str, body: Callable[[], T]) -> T:
+        return body()
+
+    def shot(self, job_title: str, shot_id: str, body: Callable[[], T]) -> T:
+        return body()
+
+    def deliver(self, job_title: str, body: Callable[[], T]) -> T:
+        return body()
+
+    @contextmanager
+    def gpu(self, engine: NightEngine, device: str) -> Iterator[None]:
+        with machine_lock(gpu_name(device), engine.stop.event):
+            yield
+
+    def rendering(self, job: Job, folder: Path, done: int, total: int) -> None:
+        """A job's render started (done of total shots already finished)."""
+
+    def rendered(self, job: Job, done: int, total: int) -> None:
+        """One more shot finished."""
+
+    def delivered(self, job: Job, folder: Path) -> None:
+        """The job's delivery is in place."""
+
+
+@dataclass
+class NightEngine:
+    settings: Settings
+    steps: Steps = field(default_factory=Steps)
+    renderer: str | None = None  # auto | diffusers | animatic; None: render.renderer
+    respect_window: bool = True
+    stop: Stop = PROCESS_STOP
+    say: Callable[[str], None] = log.info
+
+    def __post_init__(self) -> None:
+        studio = self.settings.resolve(Path(".nightshift"))
+        self.store = JobStore(studio / "jobs")
+        self.leases = LeaseBook.of(studio / "leases")
+        self.work_root = studio / "work"
+        self.inbox = self.settings.resolve(self.settings.paths.inbox)
+        self.output = self.settings.resolve(self.settings.paths.output)
+        self.tracker = StabilityTracker(self.settings.night.stable_s)
+        self.ignored: set[str] = set()
+        self.tampered: set[str] = set()
+        self.retry_at: dict[str, float] = {}  # job or claim -> when it is tried again (backing off, never dropped)
+        self.failures: dict[str, int] = {}
+        self.disk_full = 0
+        self.disk_retry_at = 0.0
+
+    # ------------------------------------------------------------------ trust
+
+    def trusted(self, job: Job) -> bool:
+        """Every path in a job record must stay inside the studio; a record that says otherwise is never acted on."""
+        try:
+            inside(job.claimed_path, self.inbox, what=f"job {job.id}: claimed_path")
+            inside(job.work_folder, self.work_root, self.output, what=f"job {job.id}: work_folder")
+            for value, name in ((job.delivery, "delivery"), (job.delivering_to, "delivering_to")):
+                if value is not None:
+                    inside(value, self.output, what=f"job {job.id}: {name}")
+        except NightshiftError as error:
+            if job.id not in self.tampered:
+                self.tampered.add(job.id)
+                self.say(f"tampered job record {self.store.path(job.id)}: {error.report()}")
+            return False
+        return True
+
+    def tampered_jobs(self) -> list[tuple[Job, str]]:
+        found = []
+        for job in self.store.all():
+            try:
+                inside(job.claimed_path, self.inbox, what="claimed_path")
+                inside(job.work_folder, self.work_root, self.output, what="work_folder")
+                for value in (job.delivery, job.delivering_to):
+                    if value is not None:
+                        inside(value, self.output, what="delivery")
+            except NightshiftError as error:
+                found.append((job, str(error)))
+        return found
+
+    # ------------------------------------------------------------------ intake
+
+    def complete_drops(self) -> list[Path]:
+        """Inbox files ready to be taken: script types, still for stable_s, not open for writing."""
+        ready = []
+        for path in pending_files(self.inbox):
+            ok, why = is_candidate(path)
+            if not ok:
+                if path.name not in self.ignored and path.name not in ("done", "failed", ".claimed"):
+                    self.say(f"inbox: leaving {original_name(path)} alone: {why}")
+                    self.ignored.add(path.name)
+                continue
+            if self.tracker.ready(path) and not open_for_writing(path):
+                ready.append(path)
+        return ready
+
+    def take_drops(self, budget_s: float = INTAKE_BUDGET_S, events: Callable[[Claim], None] | None = None) -> int:
+        """Claim and plan complete drops for up to `budget_s`; the rest wait for the next pass."""
+        deadline, taken = time.monotonic() + budget_s, 0
+        for claimed in self.waiting_claims():
+            if self.stop.is_set() or time.monotonic() > deadline:
+                return taken
+            self._intake(claimed)
+        for path in self.complete_drops():
+            if self.stop.is_set() or time.monotonic() > deadline:
+                break
+            self.tracker.forget(path)
+            taken_claim = claim(path, self.inbox)
+            if taken_claim is None:
+                continue  # someone else took it first
+            taken += 1
+            if events is not None:
+                events(taken_claim)
+            else:
+                self._intake(taken_claim.path)
+        return taken
+
+    def _intake(self, claimed: Path) -> None:
+        """One claim through the intake step; what is not the script's fault (the Prefect server away) leaves it
+        claimed, tried again later with a growing wait and a note beside it."""
+        try:
+            outcome = self.steps.intake(self, claimed, False)
+        except Exception as error:  # noqa: BLE001 - one script never stops the service
+            key = str(claimed)
+            self.failures[key] = self.failures.get(key, 0) + 1
+            delay = backoff_s(self.failures[key])
+            self.retry_at[key] = time.monotonic() + delay
+            if claimed.exists():
+                note_waiting(claimed, f"{original_name(claimed)}: planning could not start ({error!r}); "
+                                      f"it is tried again automatically (next try in {delay:.0f} s).\n")
+            self.say(f"{original_name(claimed)}: intake stopped ({error!r}); it stays claimed, next try in {delay:.0f} s")
+            return
+        self.say(outcome.message)
+
+    def waiting_claims(self) -> list[Path]:
+        """Claims nobody is planning: left by a killed process, or waiting for space or a server."""
+        now, waiting = time.monotonic(), []
+        for path in leftover_claims(self.inbox):
+            job = self.store.find_claim(path)
+            if job is not None and job.state in ("queued", "rendering"):
+                continue  # planned and queued: the job, not the claim, is the work now
+            if now >= self.retry_at.get(str(path), 0.0):
+                waiting.append(path)
+        return waiting
+
+    def intake_claim(self, claimed: Path, force: bool = False) -> IntakeOutcome:
+        """Plan a claimed script into its job folder and queue it, under the claim's lease; duplicates and
+        bad scripts are settled here. A reason not the script's (a full disk) leaves it claimed, with a note."""
+        claimed = inside(claimed, self.inbox / ".claimed", what="claimed script")
+        lease = self.leases.take(lease_key("claim", claimed.parent.name))
+        if isinstance(lease, Owner):
+            return IntakeOutcome(None, "busy", f"{original_name(claimed)}: being planned by {lease.describe()}")
+        with lease:
+            if not claimed.is_file():
+                return IntakeOutcome(self.store.find_claim(claimed), "duplicate", f"{claimed.name}: already settled")
+            existing = self.store.find_claim(claimed)
+            if existing is not None and self.trusted(existing):
+                if existing.state in ("delivered", "failed"):  # killed after the job ended, before the move
+                    ok = existing.state == "delivered"
+                    self._settle(existing, ok, None if ok else failure_report(
+                        existing.script_name, "an earlier run", existing.error or "unknown"))
+                    return IntakeOutcome(existing, "duplicate" if ok else "failed",
+                                         f"{existing.script_name}: already {existing.state}")
+                return IntakeOutcome(existing, "queued", f"{existing.script_name}: already queued as {existing.id}")
+            name, digest = original_name(claimed), sha256_file(claimed)
+            content = self.leases.take(lease_key("script", digest))  # the same content dropped twice at once
+            if isinstance(content, Owner):
+                self.retry_at[str(claimed)] = time.monotonic() + 2.0
+                return IntakeOutcome(None, "busy", f"{name}: the same content is being planned by {content.describe()}")
+            with content:
+                return self._plan_claim(Claim(name, claimed, digest), force)
+
+    def _plan_claim(self, taken: Claim, force: bool) -> IntakeOutcome:
+        earlier = None if force else self.store.find_sha(taken.sha256)
+        if earlier is not None:
+            where = earlier.delivery or f"job {earlier.id} ({earlier.state})"
+            settled = settle(taken.path, self.inbox, ok=True)
+            (settled.parent / f"{settled.name}.duplicate.txt").write_text(
+                f"{taken.original_name} has the same content (sha256 {taken.sha256}) as {earlier.script_name}, "
+                f"already handled: {where}.\nNothing was planned or rendered again. To render it anyway, run:\n"
+                f"  nightshift run --force {settled}\n", encoding="utf-8", errors="replace")
+            return IntakeOutcome(earlier, "duplicate",
+                                 f"{taken.original_name}: same content as {earlier.script_name}; not rendered again")
+        job_id = (f"{datetime.now().strftime('%Y%m%dT%H%M%S')}-{taken.sha256[:10]}-"
+                  f"{hashlib.sha256(str(taken.path).encode(errors='surrogateescape')).hexdigest()[:6]}")
+        work = self.work_root / job_id
+        job = Job(id=job_id, script_name=taken.original_name, script_sha256=taken.sha256,
+                  claimed_path=str(taken.path), work_folder=str(work),
+                  created=datetime.now().isoformat(timespec="microseconds"))
+        faults.reached("plan")
+        try:
+            result = self.steps.plan(taken.original_name, lambda: plan_script_file(taken.path, self.settings, out_dir=work))
+        except (NightshiftError, ValueError, OSError) as error:
+            shutil.rmtree(work, ignore_errors=True)
+            if is_disk_full(error):
+                return self._wait_claim(taken, f"the disk is full; planning stopped ({error})")
+            report = error.report() if isinstance(error, NightshiftError) else str(error)
+            settle(taken.path, self.inbox, ok=False, report=failure_report(taken.original_name, "planning", report))
+            return IntakeOutcome(None, "failed", f"{taken.original_name}: {report}")
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)  # stopped mid-plan: the claim stays and is planned again
+            raise
+        job.title = result.shotlist.title
+        job.log(f"planned: {len(result.shotlist.shots)} shots by {result.shotlist.planner.kind}")
+        faults.reached("queue")
+        try:
+            self.store.save(job)
+        except OSError as error:
+            if not is_disk_full(error):
+                raise
+            shutil.rmtree(work, ignore_errors=True)
+            return self._wait_claim(taken, f"the disk is full; the job could not be queued ({error})")
+        self.retry_at.pop(str(taken.path), None)
+        return IntakeOutcome(job, "queued", f"{taken.original_name}: {len(result.shotlist.shots)} shots queued as {job.id}")
+
+    def _wait_claim(self, taken: Claim, why: str) -> IntakeOutcome:
+        key = str(taken.path)
+        self.failures[key] = self.failures.get(key, 0) + 1
+        delay = backoff_s(self.failures[key])
+        self.retry_at[key] = time.monotonic() + delay
+        note_waiting(taken.path, f"{taken.original_name}: {why}.\nNothing is failed: free disk space; it is planned "
+                                 f"again automatically (next try in {delay:.0f} s, or on the next start).\n")
+        return IntakeOutcome(None, "waiting", f"{taken.original_name}: {why}; it stays claimed, next try in {delay:.0f} s "
+                                              "(free disk space)")
+
+    # ------------------------------------------------------------------ rendering
+
+    def choose(self, plan: RenderPlan) -> RendererChoice:
+        return choose_renderer(self.renderer or self.settings.render.renderer, plan, self.settings.render)
+
+    def window_open(self) -> bool:
+        return not self.respect_window or in_window(datetime.now(), self.settings.night.window_start,
+                                                    self.settings.night.window_end)
+
+    def work_job(self, job_id: str) -> JobOutcome:
+        """Render a job's remaining shots and deliver it, under the job's lease. Another owner's job is left
+        to it ("busy"); one already delivered, by anyone, is reported ("delivered_elsewhere")."""
+        lease = self.leases.take(lease_key("job", job_id), what=f"rendering job {job_id}")
+        if isinstance(lease, Owner):
+            return JobOutcome(job_id, "busy", f"job {job_id} is being rendered by {lease.describe()}")
+        with lease:
+            job = self.store.load(job_id)
+            if not self.trusted(job):
+                return JobOutcome(job_id, "failed", f"job {job_id}: the record is tampered with; not acted on")
+            finished = self.finish_interrupted_delivery(job)
+            if finished is not None:
+                return JobOutcome(job_id, "delivered", f"{job.script_name}: delivered to {finished}", str(finished))
+            if job.state == "delivered":
+                return JobOutcome(job_id, "delivered_elsewhere",
+                                  f"{job.script_name}: delivered by {job.delivered_by or 'an earlier run'} to {job.delivery}",
+                                  job.delivery)
+            if job.state == "failed":
+                return JobOutcome(job_id, "failed", f"{job.script_name}: this job failed ({job.error}); "
+                                                    "fix the script and drop it again")
+            return self._render_and_deliver(job, lease)
+
+    def _render_and_deliver(self, job: Job, lease: Lease) -> JobOutcome:
+        folder = Path(job.work_folder)
+        _, plan = load_plan_folder(folder)
+        choice = self.choose(plan)
+        if job.night_started is None:
+            job.night_started = datetime.now().isoformat(timespec="seconds")
+        job.state, job.renderer = "rendering", f"{choice.kind}: {choice.reason}"
+        job.log(f"rendering with {choice.kind} ({choice.reason}) on {HOST}")
+        self.store.save(job)
+        self.say(f"{job.script_name}: renderer {choice.kind} ({choice.reason})")
+        try:
+            with self.steps.gpu(self, choice.device):
+                stopped = self.render_shots(folder, folder, plan, choice, job=job)
+        except InterruptedError:
+            stopped = "stopped"
+        except DiskFull as error:
+            return self._pause(job, error.report())
+        except ShotFailed as error:
+            if self.stop.is_set():
+                stopped = "stopped"
+            else:
+                self.fail(job, "rendering", error.report())
+                return JobOutcome(job.id, "failed", f"{job.script_name}: failed: {error}")
+        if stopped:
+            why = ("stopped; it resumes where it stopped on the next start" if stopped == "stopped"
+                   else f"the window closed at {self.settings.night.window_end}; the rest waits for the next night")
+            self.say(f"{job.script_name}: {why}")
+            return JobOutcome(job.id, "stopped" if stopped == "stopped" else "waiting", f"{job.script_name}: {why}")
+        try:
+            delivered = self.steps.deliver(job.title or job.script_name, lambda: self.deliver(job))
+        except DiskFull as error:
+            return JobOutcome(job.id, "waiting", f"{job.script_name}: {error.report()}")
+        except NightshiftError as error:  # e.g. signing: reported once, not retried every poll; the shots are kept
+            self.fail(self.store.load(job.id), "delivery", error.report())
+            return JobOutcome(job.id, "failed", f"{job.script_name}: delivery failed: {error}")
+        self.steps.delivered(self.store.load(job.id), delivered)
+        return JobOutcome(job.id, "delivered", f"{job.script_name}: delivered to {delivered}", str(delivered))
+
+    def render_shots(self, plan_folder: Path, out_folder: Path, plan: RenderPlan, choice: RendererChoice,
+                     specs: list[RenderSpec] | None = None, job: Job | None = None) -> str | None:
+        """The one shot loop: each spec not done (or `specs`) through the render child, recorded as it lands.
+        Returns "stopped" or "window" when it stopped early, None when every shot is done."""
+        todo = specs if specs is not None else shots_not_done(out_folder, plan.specs)
+        total = len(plan.specs)
+        done = total - len(shots_not_done(out_folder, plan.specs)) if specs is None else total - len(todo)
+        title = plan.title
+        if job is not None:
+            self.steps.rendering(job, out_folder, done, total)
+        worker = RenderWorker()
+        try:
+            with self.stop.calling(worker.stop):
+                for spec in todo:
+                    if self.stop.is_set():
+                        return "stopped"
+                    if not self.window_open():
+                        return "window"
+                    self.say(f"{title}: {spec.shot_id} rendering ({done + 1}/{total})")
+                    request = render_request(plan_folder, out_folder, spec.shot_id, choice, self.settings)
+                    record = self.steps.shot(title, spec.shot_id, lambda: render_with_retries(
+                        worker, request, self.settings.night.shot_timeout_s, self.settings.night.shot_retries,
+                        self.say))
+                    record_shot(out_folder, record)
+                    self.say(f"{title}: {spec.shot_id} done: {record.backend} model={record.model_id or '-'} tier={record.tier} "
+                             f"quantization={record.quantization} device={record.device} {record.frames} frames "
+                             f"in {record.seconds:.1f}s")
+                    done += 1
+                    if job is not None:
+                        self.steps.rendered(job, done, total)
+        finally:
+            worker.close()
+        return None
+
+    def finish_interrupted_delivery(self, job: Job) -> Path | None:
+        """A run killed after its work folder was renamed into output/ but before the job said so:
+        the delivery is complete (the rename is the last step), so record it and settle the script."""
+        if job.state == "delivered" or not job.delivering_to:
+            return None
+        target = Path(job.delivering_to)
+        if Path(job.work_folder).exists() or not (target / "manifest.json").is_file():
+            return None
+        job.state, job.delivery, job.work_folder = "delivered", str(target), str(target)
+        job.delivered_by = f"pid {job.delivered_by or '?'} on {HOST}"
+        job.log(f"delivered to {target} (recorded after a restart)")
+        self._settle(job, ok=True)
+        return target
+
+    def deliver(self, job: Job) -> Path:
+        """Assemble, seal, move into output/YYYY-MM-DD/<slug>/ and settle the script as done (under the job lease)."""
+        finished = self.finish_interrupted_delivery(job)
+        if finished is not None:
+            return finished
+        work = Path(job.work_folder)
+        _, plan = load_plan_folder(work)
+        missing = [s.shot_id for s in shots_not_done(work, plan.specs)]
+        if missing:
+            raise NightshiftError(f"{job.script_name}: shots {', '.join(missing)} are not rendered; nothing delivered")
+        remove_leftovers(work)
+        try:
+            assemble_folder(work, plan, finish_settings(self.settings.render)[1])
+            faults.reached("deliver")
+            night = datetime.fromisoformat(job.night_started) if job.night_started else datetime.now()
+            target = delivery_folder(self.output, night, slugify(plan.title))
+            job.log(f"delivering to {target}")
+            seal_delivery(work, self.settings, script_name=job.script_name, script_sha256=job.script_sha256,
+                          job_id=job.id, renderer=job.renderer or "", night_started=job.night_started,
+                          history=job.history)
+            job.delivering_to = str(target)
+            self.store.save(job)
+            faults.reached("deliver")
+            delivered = move_into_place(work, target)
+        except OSError as error:
+            if not is_disk_full(error):
+                raise
+            full = DiskFull(f"{job.script_name}: the disk filled up while delivering ({error})",
+                            "free disk space; every shot is kept and the delivery is made again on the next try")
+            self._pause(self.store.load(job.id), full.report())
+            raise full from error
+        job.state, job.delivery, job.work_folder = "delivered", str(delivered), str(delivered)
+        job.delivered_by = f"{describe_self()}"
+        job.log(f"delivered to {delivered} by {job.delivered_by}")
+        self._settle(job, ok=True)
+        return delivered
+
+    def _pause(self, job: Job, detail: str) -> JobOutcome:
+        """Stop work on a job without failing it (a full disk): it stays queued, with the reason logged."""
+        job.state = "queued"
+        job.log(f"paused: {detail}")
+        self.store.save(job)
+        raise DiskFull(detail)
+
+    def fail(self, job: Job, stage: str, detail: str) -> None:
+        job.state, job.error = "failed", detail
+        job.log(f"failed at {stage}: {detail}")
+        self._settle(job, ok=False, report=failure_report(job.script_name, stage,
+                                                            detail + f"\n\nWork folder: {job.work_folder}"))
+
+    def _settle(self, job: Job, ok: bool, report: str | None = None) -> None:
+        """Save the job's new state, then move its script to inbox/done/ or failed/ (if still claimed)."""
+        self.store.save(job)
+        claimed = Path(job.claimed_path)
+        if claimed.exists() and claimed.parent.parent.name == ".claimed":
+            job.claimed_path = str(settle(claimed, self.inbox, ok=ok, report=report))
+            self.store.save(job)
+
+    # ------------------------------------------------------------------ a plan folder (nightshift render)
+
+    def render_plan_folder(self, plan_folder: Path, shot_ids: list[str] | None = None,
+                           out_dir: Path | None = None) -> RenderResult:
+        """Render the shots of a plan folder (all not done, or `shot_ids`), then re-assemble the cut; a delivery
+        re-rendered in place is sealed again with the change noted."""
+        shotlist, plan = load_plan_folder(plan_folder)
+        if sha256_file(plan_folder / SHOTLIST_JSON) != plan.shotlist_sha256:
+            plan = plan_from_shotlist(plan_folder / SHOTLIST_JSON, self.settings, source="nightshift render").plan
+            self.say("shotlist.json was edited: render plan rebuilt; shots whose spec changed will render again")
+        folder = out_dir or plan_folder
+        known = {s.shot_id: s for s in plan.specs}
+        unknown = [i for i in shot_ids or [] if i not in known]
+        if unknown:
+            raise NightshiftError(f"{plan_folder}: no shot {', '.join(unknown)} in this plan",
+                                  f"shot ids look like {plan.specs[0].shot_id}; see shotlist.md")
+        specs = [known[i] for i in shot_ids] if shot_ids else shots_not_done(folder, plan.specs)
+        choice = self.choose(plan)
+        self.say(f"renderer: {choice.kind} ({choice.reason})")
+        with self.steps.gpu(self, choice.device):
+            if self.render_shots(plan_folder, folder, plan, choice, specs=specs) == "stopped":
+                raise NightshiftError("stopped before every shot was rendered", "run the same command again to go on")
+        self.say("assembling the cut")
+        cut = assemble_folder(folder, plan, finish_settings(self.settings.render)[1])
+        work = folder / ".work"
+        if work.is_dir() and not any(work.iterdir()):
+            work.rmdir()
+        if specs:
+            reseal_delivery(folder, f"{now_utc()} re-rendered {', '.join(s.shot_id for s in specs)} with "
+                                    f"{choice.kind}; cut re-assembled", self.settings)
+        records = load_records(folder)
+        return RenderResult(folder, [records[s.shot_id] for s in plan.specs if s.shot_id in records], cut)
+
+    # ------------------------------------------------------------------ the loop
+
+    def next_job(self, tried: set[str]) -> Job | None:
+        """The next job this process may render now: pending, trusted, not backing off, not leased elsewhere."""
+        while (job := self.store.next_pending(tried)) is not None:
+            tried.add(job.id)
+            if not self.trusted(job) or time.monotonic() < self.retry_at.get(job.id, 0.0):
+                continue
+            if self.leases.busy(lease_key("job", job.id)) is None:
+                return job
+        return None
+
+    def render_queue(self) -> list[JobOutcome]:
+        """Every job this process can render now, higher priority first, read again before each job."""
+        outcomes: list[JobOutcome] = []
+        if time.monotonic() < self.disk_retry_at:
+            return outcomes
+        tried: set[str] = set()
+        while not self.stop.is_set() and self.window_open() and (job := self.next_job(tried)) is not None:
+            try:
+                outcome = self.steps.job(self, job)
+            except DiskFull as error:
+                # Every job needs the same disk: pause the whole queue and look again later.
+                self.disk_full += 1
+                delay = backoff_s(self.disk_full)
+                self.disk_retry_at = time.monotonic() + delay
+                self.say(f"{job.script_name}: {error.report()}\nThe queue waits; next try in {delay:.0f} s.")
+                break
+            except Exception as error:  # noqa: BLE001 - the night goes on; the job stays queued for a retry
+                # Not the script's fault as far as we know (the Prefect server restarting ...): keep it queued.
+                self.failures[job.id] = self.failures.get(job.id, 0) + 1
+                delay = backoff_s(self.failures[job.id])
+                self.retry_at[job.id] = time.monotonic() + delay
+                self.say(f"{job.script_name}: render stopped unexpectedly ({error!r}); it stays queued, "
+                         f"next try in {delay:.0f} s")
+                continue
+            self.disk_full = 0
+            self.say(outcome.message)
+            outcomes.append(outcome)
+            if outcome.status in ("stopped", "waiting"):
+                break
+        return outcomes
+
+    def idle(self) -> bool:
+        drops = [p for p in pending_files(self.inbox) if is_candidate(p)[0]]
+        return not drops and not leftover_claims(self.inbox) and not self.store.pending()
+
+    def serve(self, once: bool = False, intake: bool = True, render: bool = True,
+              events: Callable[[Claim], None] | None = None) -> list[JobOutcome]:
+        """The night: take complete drops, plan them, render the queue inside the window, deliver; until
+        stopped (or, with `once`, until the inbox and the queue are empty or hold only others' work)."""
+        outcomes: list[JobOutcome] = []
+        self.inbox.mkdir(parents=True, exist_ok=True)
+        poll_ms = int(self.settings.night.poll_s * 1000)
+        while not self.stop.is_set():
+            if intake:
+                self.take_drops(events=events)
+            if render and not self.stop.is_set() and self.window_open():
+                outcomes += self.render_queue()
+            if once and (self.idle() or self._only_others_work(intake)):
+                break
+            if self.stop.is_set():
+                break
+            # Wake on any inbox change, or after poll_s to re-check sizes, the window and other owners' work.
+            for _ in watchfiles.watch(self.inbox, stop_event=self.stop.event, rust_timeout=poll_ms,
+                                      yield_on_timeout=True, recursive=False, raise_interrupt=True):
+                break
+        return outcomes
+
+    def _only_others_work(self, intake: bool) -> bool:
+        """With `once`: nothing in the inbox, and every claim and job left is another live owner's (or tampered)."""
+        if intake and [p for p in pending_files(self.inbox) if is_candidate(p)[0]]:
+            return False
+        queued = {Path(j.claimed_path) for j in self.store.pending()}
+        if intake and any(self.leases.busy(lease_key("claim", p.parent.name)) is None
+                          for p in leftover_claims(self.inbox) if p not in queued):
+            return False
+        return all(self.leases.busy(lease_key("job", j.id)) is not None or not self.trusted(j)
+                   for j in self.store.pending())
+
+    def run_claim(self, claimed: Path, force: bool = False) -> JobOutcome | IntakeOutcome:
+        """`nightshift run`: this one script, now: plan it, render it, deliver it."""
+        outcome = self.intake_claim(claimed, force=force)
+        if outcome.job is None or outcome.status == "failed":
+            return outcome
+        return self.work_job(outcome.job.id)
+
+
+def describe_self() -> str:
+    return f"pid {os.getpid()} on {HOST}"
+
+
+def render_request(plan_folder: Path, out_folder: Path, shot_id: str, choice: RendererChoice,
+                   settings: Settings) -> dict[str, object]:
+    return {"plan_folder": str(plan_folder), "out_folder": str(out_folder), "shot_id": shot_id,
+            "choice": {"kind": choice.kind, "device": choice.device, "reason": choice.reason},
+            "settings": settings.render.model_dump(mode="json")}
+
+
+def remove_leftovers(work: Path) -> None:
+    """Half-written files of killed renders never reach output/: all shots are done when this runs."""
+    shutil.rmtree(work / ".work", ignore_errors=True)
+    for partial in [p for p in work.rglob(".*") if is_partial(p)]:
+        partial.unlink(missing_ok=True)
+
+
+def failure_report(name: str, stage: str, detail: str) -> str:
+    return (f"Nightshift could not finish {name} ({stage} failed, {datetime.now().isoformat(timespec='seconds')}).\n\n"
+            f"{detail}\n\nThe script is kept here unchanged. Fix it and drop it into the inbox again.\n")

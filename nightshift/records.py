@@ -1,0 +1,61 @@
+"""The one store of clip records: <folder>/renders.json, what was rendered for each shot and how.
+
+A shot is done only when its record names exactly this spec and the clip on disk still has
+the recorded hash (or, after signing, valid credentials naming the recorded render).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from nightshift.files import inside, sha256_file, write_atomic
+from nightshift.schemas import ClipRecord, RenderSpec, spec_sha256
+from nightshift.signing import read_credentials
+
+RENDERS_JSON = "renders.json"
+
+
+def load_records(folder: Path) -> dict[str, ClipRecord]:
+    path = folder / RENDERS_JSON
+    if not path.exists():
+        return {}
+    records = {}
+    for raw in json.loads(path.read_text(encoding="utf-8"))["clips"]:
+        record = ClipRecord.model_validate(raw)
+        inside(folder / record.file, folder / "shots", what=f"{path}: clip file")  # never act on a path outside
+        records[record.shot_id] = record
+    return records
+
+
+def save_records(folder: Path, records: dict[str, ClipRecord]) -> None:
+    write_atomic(folder / RENDERS_JSON, json.dumps({"clips": [r.model_dump() for r in records.values()]}, indent=2))
+
+
+def record_shot(folder: Path, record: ClipRecord) -> None:
+    records = load_records(folder)
+    records[record.shot_id] = record
+    save_records(folder, records)
+
+
+def is_shot_done(folder: Path, spec: RenderSpec, record: ClipRecord | None) -> bool:
+    """Done means: a record for exactly this spec, and the clip on disk still has the recorded hash.
+
+    A clip signed again after its record was written (a crash between the two) still counts when
+    its Content Credentials validate (they bind the file's bytes) and name the recorded render."""
+    if record is None or record.spec_sha256 != spec_sha256(spec):
+        return False
+    clip = folder / record.file
+    if not clip.is_file():
+        return False
+    if sha256_file(clip) == record.sha256:
+        return True
+    credentials = read_credentials(clip)
+    return (record.rendered_sha256 is not None and credentials.present and not credentials.failures
+            and credentials.nightshift is not None
+            and credentials.nightshift.get("rendered_sha256") == record.rendered_sha256)
+
+
+def shots_not_done(folder: Path, specs: list[RenderSpec]) -> list[RenderSpec]:
+    records = load_records(folder)
+    return [spec for spec in specs if not is_shot_done(folder, spec, records.get(spec.shot_id))]

@@ -1,0 +1,76 @@
+"""The render child: `python -m nightshift.render_child`, started and owned by RenderWorker.
+
+It reads one JSON request per line, renders the shot with a renderer it keeps across requests
+(so the pipeline is loaded once per run) and answers one JSON line. It exits when its parent
+is gone. This is the only process that imports torch and the video models.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from nightshift.config import RenderDefaults
+from nightshift.renderers.diffusers_shot import make_renderer
+from nightshift.renderers.shots import RendererChoice, shot_job
+
+
+def _serve(protocol_out) -> None:  # noqa: ANN001 - a text file object
+    renderers: dict[str, Any] = {}
+    for line in sys.stdin:
+        request = json.loads(line)
+        try:
+            settings = RenderDefaults.model_validate(request["settings"])
+            choice = RendererChoice(**request["choice"])
+            key = json.dumps([request["choice"], request["settings"]], sort_keys=True)
+            if key not in renderers:
+                renderers[key] = make_renderer(choice, settings)
+            job = shot_job(Path(request["plan_folder"]), Path(request["out_folder"]), request["shot_id"])
+            record = renderers[key].render(job)
+            answer = {"ok": True, "record": record.model_dump()}
+        except Exception as error:  # noqa: BLE001 - every failure goes back to the parent as data
+            answer = {"ok": False, "error": f"{request.get('shot_id')}: {type(error).__name__}: {error}",
+                      "hint": getattr(error, "hint", ""), "errno": getattr(error, "errno", None)}
+        protocol_out.write(json.dumps(answer) + "\n")
+        protocol_out.flush()
+
+
+def exit_with_parent(parent: int, interval_s: float = 1.0) -> threading.Thread:
+    """End this process (and its group) when `parent` is gone.
+
+    The worker runs in its own session so a timeout can kill it as a group; the flip side is that
+    a parent killed outright (SIGKILL, a cancel from the UI that escalates) would leave it running
+    a hung render. Polling the parent id notices within a second and takes the group down.
+    """
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval_s)
+        try:
+            os.killpg(os.getpgid(0), signal.SIGKILL)
+        finally:
+            os._exit(1)
+
+    thread = threading.Thread(target=watch, name="exit-with-parent", daemon=True)
+    thread.start()
+    return thread
+
+
+def main() -> None:
+    exit_with_parent(int(os.environ.get("NIGHTSHIFT_WORKER_PARENT", os.getppid())))
+    # The protocol owns the real stdout; anything a library prints goes to stderr instead.
+    protocol_out = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    try:
+        _serve(protocol_out)
+    finally:
+        protocol_out.close()
+
+
+if __name__ == "__main__":
+    main()
