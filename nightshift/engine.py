@@ -394,8 +394,12 @@ class NightEngine:
 
     def _render_and_deliver(self, job: Job, lease: Lease) -> JobOutcome:
         folder = Path(job.work_folder)
-        _, plan = load_plan_folder(folder)
-        choice = self.choose(plan)
+        try:
+            _, plan = load_plan_folder(folder)
+            choice = self.choose(plan)
+        except NightshiftError as error:  # a damaged plan, a model that is not here: reported, not retried
+            self.fail(job, "rendering", error.report())
+            return JobOutcome(job.id, "failed", f"{job.script_name}: failed: {error}")
         if job.night_started is None:
             job.night_started = datetime.now().isoformat(timespec="seconds")
         job.state, job.renderer = "rendering", f"{choice.kind}: {choice.reason}"
