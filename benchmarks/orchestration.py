@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.orchestration --scenes 200 --shots 15
 
-Part 1 drops a generated N-scene script into an inbox, claims it and runs `night.intake_claim`
+Part 1 drops a generated N-scene script into an inbox, claims it and runs `NightEngine.intake_claim`
 (decode, plan, render plan, job queued), once with the rules planner and once with the Ollama
 planner against the protocol double answering instantly. Each runs in its own child process so
 its peak RSS is its own.
@@ -59,14 +59,15 @@ def _project(folder: Path, planner: str, ollama_host: str | None) -> Path:
 
 
 def _queue(toml: Path, name: str, text: str, force: bool = False):  # noqa: ANN202 - returns a Job
-    from nightshift import night
     from nightshift.config import load_settings
+    from nightshift.engine import NightEngine
     from nightshift.inbox import claim
 
     settings = load_settings(toml)
-    dropped = night.inbox_dir(settings) / name
+    engine = NightEngine(settings)
+    dropped = engine.inbox / name
     dropped.write_text(text)
-    outcome = night.intake_claim(claim(dropped, night.inbox_dir(settings)), settings, force=force)
+    outcome = engine.intake_claim(claim(dropped, engine.inbox).path, force=force)
     if outcome.job is None:
         raise SystemExit(f"planning failed: {outcome.message}")
     return settings, outcome.job
@@ -78,7 +79,7 @@ def child_plan(scenes: int, planner: str, ollama_host: str | None) -> dict:
         started = time.perf_counter()
         _, job = _queue(toml, "big.fountain", generate_script(scenes))
         seconds = time.perf_counter() - started
-        from nightshift.render_job import load_plan_folder
+        from nightshift.plan_files import load_plan_folder
 
         _, plan = load_plan_folder(Path(job.work_folder))
         return {"planner": planner, "scenes": scenes, "shots": len(plan.specs), "seconds": seconds, "peak_mb": _peak_mb()}
@@ -91,15 +92,16 @@ def child_overhead(scenes: int) -> dict:
     prefect_defaults()
     from prefect import flow
 
-    from nightshift.flows.night import render_job
-    from nightshift import night
+    from nightshift.engine import NightEngine
+    from nightshift.flows.night import render
+    from nightshift.plan_files import load_plan_folder
     from nightshift.render_worker import RenderWorker
 
     @flow(name="warm-up")
     def warm_up() -> int:
         return 1
 
-    # Time spent encoding (shots in the render worker, the cut in night.deliver) is the same work on
+    # Time spent encoding (shots in the render worker, the cut in NightEngine.deliver) is the same work on
     # both paths but varies by a few percent, more than the overhead sought: it is measured and
     # taken out of both totals.
     in_worker: list[float] = []
@@ -114,7 +116,7 @@ def child_overhead(scenes: int) -> dict:
         return wrapper
 
     RenderWorker.render = timed(RenderWorker.render)  # type: ignore[method-assign]
-    night.deliver = timed(night.deliver)  # the flow's deliver task looks it up at call time
+    NightEngine.deliver = timed(NightEngine.deliver)  # type: ignore[method-assign]
 
     def outside_worker(since: float, mark: int) -> tuple[float, float]:
         total = time.perf_counter() - since
@@ -130,22 +132,15 @@ def child_overhead(scenes: int) -> dict:
             text = generate_script(size)
             settings, plain_job = _queue(toml, f"plain-{size}.fountain", text, force=True)
             _, flow_job = _queue(toml, f"flow-{size}.fountain", text, force=True)
-            shots = len(night.shots_to_render(plain_job))
+            shots = len(load_plan_folder(Path(plain_job.work_folder))[1].specs)
 
+            # The same engine both ways: its plain steps, then its steps as Prefect flow and task runs.
             started, mark = time.perf_counter(), len(in_worker)
-            choice = night.start_rendering(plain_job, settings, "animatic")
-            worker = RenderWorker()
-            try:
-                for spec in night.shots_to_render(plain_job):
-                    request = night.render_request(plain_job, spec.shot_id, choice, settings)
-                    night.record_shot(plain_job, worker.render(request, settings.night.shot_timeout_s))
-            finally:
-                worker.close()
-            night.deliver(night.job_store(settings).load(plain_job.id), settings)
+            NightEngine(settings, renderer="animatic", respect_window=False).work_job(plain_job.id)
             plain, plain_outside = outside_worker(started, mark)
 
             started, mark = time.perf_counter(), len(in_worker)
-            render_job(flow_job.id, f"flow-{size}", str(settings.project_dir), str(toml), "animatic", False)
+            render(flow_job.id, f"flow-{size}", str(settings.project_dir), str(toml), "animatic", False)
             prefect, prefect_outside = outside_worker(started, mark)
             result["runs"].append({"shots": shots, "plain_s": plain, "prefect_s": prefect,
                                    "plain_outside_s": plain_outside, "prefect_outside_s": prefect_outside})

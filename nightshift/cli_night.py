@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
+from prefect.exceptions import TerminationSignal
 from prefect.settings import PREFECT_API_URL
 
 from nightshift.config import Settings
@@ -59,9 +60,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                        help="with a Prefect server, do not serve the overnight/render deployments from this process")
 
 
+STOPS = (KeyboardInterrupt, TerminationSignal)  # Prefect turns SIGTERM into TerminationSignal inside a flow run
+
+
 @contextmanager
-def stop_on_signals(say: Callable[[str], None]) -> Iterator[None]:
-    """Ctrl-C and SIGTERM stop the engine, then interrupt, then exit; a second signal exits at once."""
+def stop_on_signals(say: Callable[[str], None]) -> Iterator[Callable[[str], None]]:
+    """Ctrl-C and SIGTERM stop the engine, then interrupt, then exit; a second signal exits at once. Yields
+    `begin`, for a stop that arrived through Prefect's own SIGTERM handler (TerminationSignal)."""
     state = {"signals": 0, "escalating": False}
 
     def escalate() -> None:
@@ -74,6 +79,16 @@ def stop_on_signals(say: Callable[[str], None]) -> Iterator[None]:
         logging.shutdown()
         os._exit(130)
 
+    def begin(name: str) -> None:
+        if PROCESS_STOP.is_set():
+            return
+        say(f"stopping ({name}): queued work stays queued; Ctrl-C again exits at once")
+        PROCESS_STOP.request()
+        for delay, action in ((GRACE_S, escalate), (HARD_STOP_S, hard_stop)):
+            timer = threading.Timer(delay, action)
+            timer.daemon = True
+            timer.start()
+
     def handler(signum: int, frame: object) -> None:
         if state["escalating"]:
             state["escalating"] = False
@@ -81,16 +96,11 @@ def stop_on_signals(say: Callable[[str], None]) -> Iterator[None]:
         state["signals"] += 1
         if state["signals"] > 1:
             os._exit(130)
-        say(f"stopping ({signal.Signals(signum).name}): queued work stays queued; Ctrl-C again exits at once")
-        PROCESS_STOP.request()
-        for delay, action in ((GRACE_S, escalate), (HARD_STOP_S, hard_stop)):
-            timer = threading.Timer(delay, action)
-            timer.daemon = True
-            timer.start()
+        begin(signal.Signals(signum).name)
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        yield begin
     finally:
         for s, old in previous.items():
             signal.signal(s, old)
@@ -111,9 +121,14 @@ def cmd_run(args: argparse.Namespace, settings: Settings, say: Callable[[str], N
     if claimed is None:
         raise NightshiftError(f"{source}: the copy vanished before it was claimed", "run the command again")
     say(f"{source.name}: planning and rendering now ({datetime.now():%H:%M})")
-    with stop_on_signals(say):
-        folder = run_script(str(claimed.path), claimed.original_name, str(settings.project_dir), args.config,
-                            args.renderer, args.force)
+    with stop_on_signals(say) as begin:
+        try:
+            folder = run_script(str(claimed.path), claimed.original_name, str(settings.project_dir), args.config,
+                                args.renderer, args.force)
+        except STOPS as stopped:
+            begin(type(stopped).__name__)
+            say("stopped: run the same command again to go on where it stopped")
+            return 130
     say(f"delivered: {folder}")
     print(folder)
     return 0
@@ -125,7 +140,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings, say: Callable[[str],
                          respect_window=not args.now, say=say)
     window = "now" if args.now else f"{settings.night.window_start}-{settings.night.window_end}"
     served = None
-    with stop_on_signals(say):
+    with stop_on_signals(say) as begin:
         try:
             if PREFECT_API_URL.value() and not (args.events_only or args.no_deployments or args.once):
                 served = ServedDeployments(settings, args.config, args.renderer)
@@ -135,8 +150,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings, say: Callable[[str],
             say(f"serving {engine.inbox} (renders: {window}); Ctrl-C stops")
             engine.serve(once=args.once, render=not args.events_only,
                          events=emit_claimed(settings) if args.events_only else None)
-        except KeyboardInterrupt:
-            pass
+        except STOPS as stopped:
+            begin(type(stopped).__name__)
         finally:
             if served is not None:
                 served.stop()

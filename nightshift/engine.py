@@ -232,9 +232,9 @@ class NightEngine:
                 ready.append(path)
         return ready
 
-    def take_drops(self, budget_s: float = INTAKE_BUDGET_S, events: Callable[[Claim], None] | None = None) -> int:
-        """Claim and plan complete drops for up to `budget_s`; the rest wait for the next pass."""
-        deadline, taken = time.monotonic() + budget_s, 0
+    def take_drops(self, budget_s: float | None = None, events: Callable[[Claim], None] | None = None) -> int:
+        """Claim and plan complete drops for up to `budget_s` (INTAKE_BUDGET_S); the rest wait for the next pass."""
+        deadline, taken = time.monotonic() + (INTAKE_BUDGET_S if budget_s is None else budget_s), 0
         for claimed in self.waiting_claims():
             if self.stop.is_set() or time.monotonic() > deadline:
                 return taken
@@ -257,7 +257,10 @@ class NightEngine:
         """One claim through the intake step; what is not the script's fault (the Prefect server away) leaves it
         claimed, tried again later with a growing wait and a note beside it."""
         try:
-            outcome = self.steps.intake(self, claimed, False)
+            if self.store.find_sha(sha256_file(claimed)) is not None:
+                outcome = self.intake_claim(claimed)  # a duplicate is settled here, in milliseconds: no flow run
+            else:
+                outcome = self.steps.intake(self, claimed, False)
         except Exception as error:  # noqa: BLE001 - one script never stops the service
             key = str(claimed)
             self.failures[key] = self.failures.get(key, 0) + 1
@@ -412,7 +415,8 @@ class NightEngine:
         except InterruptedError:
             stopped = "stopped"
         except DiskFull as error:
-            return self._pause(job, error.report())
+            self._pause(job, error.report())
+            raise  # the whole queue waits for space (render_queue backs off)
         except ShotFailed as error:
             if self.stop.is_set():
                 stopped = "stopped"
@@ -426,8 +430,8 @@ class NightEngine:
             return JobOutcome(job.id, "stopped" if stopped == "stopped" else "waiting", f"{job.script_name}: {why}")
         try:
             delivered = self.steps.deliver(job.title or job.script_name, lambda: self.deliver(job))
-        except DiskFull as error:
-            return JobOutcome(job.id, "waiting", f"{job.script_name}: {error.report()}")
+        except DiskFull:
+            raise  # deliver paused the job; the whole queue waits for space (render_queue backs off)
         except NightshiftError as error:  # e.g. signing: reported once, not retried every poll; the shots are kept
             self.fail(self.store.load(job.id), "delivery", error.report())
             return JobOutcome(job.id, "failed", f"{job.script_name}: delivery failed: {error}")
@@ -464,6 +468,9 @@ class NightEngine:
                     done += 1
                     if job is not None:
                         self.steps.rendered(job, done, total)
+        except BaseException:
+            worker.stop()  # interrupted (a signal, Prefect's TerminationSignal): never wait on a render
+            raise
         finally:
             worker.close()
         return None
@@ -519,12 +526,11 @@ class NightEngine:
         self._settle(job, ok=True)
         return delivered
 
-    def _pause(self, job: Job, detail: str) -> JobOutcome:
+    def _pause(self, job: Job, detail: str) -> None:
         """Stop work on a job without failing it (a full disk): it stays queued, with the reason logged."""
         job.state = "queued"
         job.log(f"paused: {detail}")
         self.store.save(job)
-        raise DiskFull(detail)
 
     def fail(self, job: Job, stage: str, detail: str) -> None:
         job.state, job.error = "failed", detail

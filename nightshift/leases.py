@@ -82,7 +82,7 @@ class Lease:
 
     def __init__(self, book: LeaseBook, key: str, descriptor: int, owner: Owner) -> None:
         self.book, self.key, self.descriptor, self.owner = book, key, descriptor, owner
-        self.released, self.depth = False, 1
+        self.released, self.depth, self.thread = False, 1, threading.get_ident()
 
     def renew(self) -> None:
         if not self.released:
@@ -155,10 +155,14 @@ class LeaseBook:
 
     def take(self, key: str, what: str = "") -> Lease | Owner:
         """The lease, or the Owner who holds it now (alive, or not yet provably gone). Re-entrant within a
-        process: a step that runs inside a Prefect flow takes the lease its caller already holds."""
+        thread: a step that runs inside a Prefect flow takes the lease its caller already holds; another
+        thread of this process is another owner."""
         with self._lock:
             held = self._held.get(key)
             if held is not None and not held.released:
+                if held.thread != threading.get_ident():
+                    return Owner(HOST, os.getpid(), BOOT, held.owner.since, held.owner.expires,
+                                 f"another thread of this process ({held.owner.what or key})")
                 held.depth += 1
                 return held
         self.folder.mkdir(parents=True, exist_ok=True)

@@ -246,3 +246,67 @@ def test_stop_within_ten_seconds_at_any_stage_and_lose_nothing(tmp_path: Path, p
         (project / "renders.log").write_text(done.stdout + done.stderr)
         assert done.returncode == 0, done.stderr[-2000:]
         assert not check_night(project), check_night(project)
+
+
+def test_two_overnight_runs_at_once_deliver_each_job_once_and_end_completed(prefect_server: None,
+                                                                            tmp_path: Path) -> None:
+    """Two `overnight` runs started together (the UI's run form twice, or the schedule and a user): each job is
+    rendered by one of them, the other says who has it; both runs end Completed and are named for the night."""
+    import threading
+
+    from prefect.client.orchestration import get_client
+
+    from nightshift.flows.night import overnight
+
+    project = _project(tmp_path / "studio")
+    settings = load_settings(project / "nightshift.toml")
+    engine = NightEngine(settings)
+    for name in SCRIPTS:
+        engine.intake_claim(claim(project / "inbox" / name, project / "inbox").path)
+    states = []
+
+    def night() -> None:
+        states.append(overnight(str(project), str(project / "nightshift.toml"), "animatic", False, return_state=True))
+
+    runs = [threading.Thread(target=night) for _ in range(2)]
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join(600)
+    assert [s.is_completed() for s in states] == [True, True], states
+    names = Counter(read_manifest(p).inputs.script.name for p in _deliveries(project))
+    assert names == Counter({s: 1 for s in SCRIPTS}), names
+    empty = overnight(str(project), str(project / "nightshift.toml"), "animatic", False, return_state=True)
+    assert empty.is_completed()
+    with get_client(sync_client=True) as client:
+        flow_names = {client.read_flow_run(s.state_details.flow_run_id).name for s in [*states, empty]}
+    assert flow_names == {f"night of {time.strftime('%Y-%m-%d')}"}
+
+
+def test_a_large_drop_does_not_hold_back_what_is_queued(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """30 scripts land at once behind a job already queued: the queued job is delivered while most of the drop
+    still waits to be planned (intake runs a few seconds at a time, between jobs; here 0.2 s), then all of it is."""
+    import nightshift.engine
+
+    monkeypatch.setattr(nightshift.engine, "INTAKE_BUDGET_S", 0.2)
+    project = _project(tmp_path / "studio")
+    (project / "inbox" / SCRIPTS[1]).unlink()
+    settings = load_settings(project / "nightshift.toml")
+    said: list[str] = []
+    engine = NightEngine(settings, renderer="animatic", respect_window=False, say=said.append)
+    first = engine.intake_claim(claim(project / "inbox" / SCRIPTS[0], project / "inbox").path).job
+    for n in range(30):
+        (project / "inbox" / f"drop-{n:03d}.fountain").write_text(f"INT. ROOM {n} - DAY\n\nA lamp flickers {n} times.\n")
+    (project / "inbox" / "copy.txt").write_bytes((CORPUS / SCRIPTS[0]).read_bytes())  # a duplicate: no planning
+    seen_at_first_delivery: list[int] = []
+
+    class Watch(nightshift.engine.Steps):
+        def delivered(self, job, folder):  # noqa: ANN001, ANN202
+            if job.id == first.id:
+                seen_at_first_delivery.append(len(engine.store.all()))
+
+    engine.steps = Watch()
+    engine.serve(once=True)
+    assert seen_at_first_delivery and seen_at_first_delivery[0] < 20, seen_at_first_delivery
+    assert len([j for j in engine.store.all() if j.state == "delivered"]) == 31
+    assert (project / "inbox" / "done" / "copy.txt.duplicate.txt").is_file()
