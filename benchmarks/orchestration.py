@@ -67,7 +67,7 @@ def _queue(toml: Path, name: str, text: str, force: bool = False):  # noqa: ANN2
     engine = NightEngine(settings)
     dropped = engine.inbox / name
     dropped.write_text(text)
-    outcome = engine.intake_claim(claim(dropped, engine.inbox).path, force=force)
+    outcome = engine.intake.claim(claim(dropped, engine.inbox).path, force=force)
     if outcome.job is None:
         raise SystemExit(f"planning failed: {outcome.message}")
     return settings, outcome.job

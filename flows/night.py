@@ -32,12 +32,13 @@ from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
 
 from nightshift.config import Settings, load_settings
-from nightshift.engine import IntakeOutcome, JobOutcome, NightEngine, Steps
+from nightshift.engine import NightEngine
 from nightshift.errors import DiskFull, NightshiftError
 from nightshift.inbox import original_name
 from nightshift.gpu_lock import gpu_name, machine_lock
 from nightshift.jobs import Job
 from nightshift.plan_files import load_plan_folder
+from nightshift.steps import IntakeOutcome, JobOutcome, Steps
 
 T = TypeVar("T")
 # An update costs ~30 ms of server time (measured: BENCHMARKS.md). A GPU shot takes far longer than
@@ -191,7 +192,7 @@ def _outcome(outcome: JobOutcome) -> dict:
 def intake(claimed: str, script_name: str, project_dir: str = ".", config: str | None = None,
            force: bool = False) -> dict:
     """Plan a claimed script and queue its render (the serve loop or the overnight deployment renders it)."""
-    outcome = engine_for(project_dir, config).intake_claim(Path(claimed), force=force)
+    outcome = engine_for(project_dir, config).intake.claim(Path(claimed), force=force)
     get_run_logger().info(outcome.message)
     return {"status": outcome.status, "job_id": outcome.job.id if outcome.job else None, "message": outcome.message}
 

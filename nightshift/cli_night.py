@@ -25,11 +25,12 @@ from prefect.exceptions import TerminationSignal
 from prefect.settings import PREFECT_API_URL
 
 from nightshift.config import Settings
-from nightshift.engine import PROCESS_STOP, NightEngine
+from nightshift.engine import NightEngine
 from nightshift.errors import NightshiftError
 from nightshift.flows.night import PrefectSteps, run_script
 from nightshift.flows.serve import ServedDeployments, emit_claimed
 from nightshift.inbox import CLAIMED, claim
+from nightshift.steps import PROCESS_STOP
 
 GRACE_S = 5.0  # after a stop request, a step that has not ended by itself is interrupted
 HARD_STOP_S = 9.0  # and the process is gone by then, whatever it was waiting on

@@ -15,18 +15,14 @@ repeat: only what has no finished, verified output is done again.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, time as clock
+from datetime import datetime
 from pathlib import Path
-from typing import TypeVar
 
 import watchfiles
 
@@ -35,131 +31,22 @@ from nightshift.config import Settings
 from nightshift.delivery import delivery_folder, move_into_place
 from nightshift.errors import DiskFull, NightshiftError, ShotFailed, is_disk_full
 from nightshift.files import inside, is_partial, now_utc, sha256_file
-from nightshift.gpu_lock import gpu_name, machine_lock
-from nightshift.inbox import (Claim, StabilityTracker, claim, is_candidate, leftover_claims, note_waiting,
-                              open_for_writing, original_name, pending_files, settle)
+from nightshift.inbox import Claim, is_candidate, leftover_claims, pending_files, settle
+from nightshift.intake import Intake, failure_report
 from nightshift.jobs import Job, JobStore
 from nightshift.leases import HOST, Lease, LeaseBook, Owner, lease_key
 from nightshift.plan_files import SHOTLIST_JSON, load_plan_folder
-from nightshift.planning_job import plan_from_shotlist, plan_script_file
+from nightshift.planning_job import plan_from_shotlist
 from nightshift.records import load_records, record_shot, shots_not_done
 from nightshift.render_worker import RenderWorker, render_with_retries
 from nightshift.renderers.assemble import assemble_folder
 from nightshift.renderers.shots import RendererChoice, choose_renderer, finish_settings
-from nightshift.schemas import ClipRecord, RenderPlan, RenderSpec, slugify
+from nightshift.schemas import RenderPlan, RenderSpec, slugify
 from nightshift.seal import reseal_delivery, seal_delivery
+from nightshift.steps import (PROCESS_STOP, IntakeOutcome, JobOutcome, RenderResult, Steps, Stop, backoff_s,
+                              in_window)
 
 log = logging.getLogger("nightshift.engine")
-T = TypeVar("T")
-MAX_BACKOFF_S = 300.0  # a job or claim that keeps failing for a reason not its own is retried at most every 5 min
-INTAKE_BUDGET_S = 5.0  # a large drop is planned a few seconds at a time, between jobs: queued work keeps rendering
-
-
-def backoff_s(attempts: int) -> float:
-    """The wait before the next try after `attempts` failures in a row: 2, 4, 8 ... up to MAX_BACKOFF_S."""
-    return min(MAX_BACKOFF_S, 2.0 ** attempts)
-
-
-def parse_clock(text: str) -> clock:
-    hours, minutes = (int(part) for part in text.split(":"))
-    return clock(hours, minutes)
-
-
-def in_window(now: datetime, start: str, end: str) -> bool:
-    """Is `now` inside the nightly window [start, end)? Windows may wrap midnight (22:00-06:00)."""
-    s, e, t = parse_clock(start), parse_clock(end), now.time()
-    if s == e:
-        return True
-    return s <= t < e if s < e else (t >= s or t < e)
-
-
-class Stop:
-    """A request to stop, from a signal (nightshift/cli_night.py) or a caller. Callbacks run at once
-    (the render child is killed, so a stop never waits for a shot to finish)."""
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self._callbacks: list[Callable[[], None]] = []
-
-    def is_set(self) -> bool:
-        return self.event.is_set()
-
-    def request(self) -> None:
-        self.event.set()
-        for callback in list(self._callbacks):
-            try:
-                callback()
-            except Exception:  # noqa: BLE001 - stopping must go on whatever one callback does
-                log.exception("a stop callback failed")
-
-    def wait(self, seconds: float) -> bool:
-        return self.event.wait(seconds)
-
-    @contextmanager
-    def calling(self, callback: Callable[[], None]) -> Iterator[None]:
-        self._callbacks.append(callback)
-        try:
-            yield
-        finally:
-            self._callbacks.remove(callback)
-
-
-PROCESS_STOP = Stop()  # what Ctrl-C and SIGTERM set in this process; every engine listens to it by default
-
-
-@dataclass(frozen=True)
-class IntakeOutcome:
-    job: Job | None
-    status: str  # "queued", "duplicate", "failed", "busy" (another process is planning it), "waiting"
-    message: str
-
-
-@dataclass(frozen=True)
-class JobOutcome:
-    job_id: str
-    status: str  # "delivered", "delivered_elsewhere", "busy", "failed", "waiting" (window, disk), "stopped"
-    message: str
-    delivery: str | None = None
-
-
-@dataclass
-class RenderResult:
-    folder: Path
-    records: list[ClipRecord]
-    cut: Path
-
-
-class Steps:
-    """How the engine's steps run: here, directly. flows/night.py runs each as a Prefect flow or task run."""
-
-    def intake(self, engine: NightEngine, claimed: Path, force: bool) -> IntakeOutcome:
-        return engine.intake_claim(claimed, force=force)
-
-    def job(self, engine: NightEngine, job: Job) -> JobOutcome:
-        return engine.work_job(job.id)
-
-    def plan(self, name: str, body: Callable[[], T]) -> T:
-        return body()
-
-    def shot(self, job_title: str, shot_id: str, body: Callable[[], T]) -> T:
-        return body()
-
-    def deliver(self, job_title: str, body: Callable[[], T]) -> T:
-        return body()
-
-    @contextmanager
-    def gpu(self, engine: NightEngine, device: str) -> Iterator[None]:
-        with machine_lock(gpu_name(device), engine.stop.event):
-            yield
-
-    def rendering(self, job: Job, folder: Path, done: int, total: int) -> None:
-        """A job's render started (done of total shots already finished)."""
-
-    def rendered(self, job: Job, done: int, total: int) -> None:
-        """One more shot finished."""
-
-    def delivered(self, job: Job, folder: Path) -> None:
-        """The job's delivery is in place."""
 
 
 @dataclass
@@ -172,14 +59,13 @@ class NightEngine:
     say: Callable[[str], None] = log.info
 
     def __post_init__(self) -> None:
+        self.intake = Intake(self)
         studio = self.settings.resolve(Path(".nightshift"))
         self.store = JobStore(studio / "jobs")
         self.leases = LeaseBook.of(studio / "leases")
         self.work_root = studio / "work"
         self.inbox = self.settings.resolve(self.settings.paths.inbox)
         self.output = self.settings.resolve(self.settings.paths.output)
-        self.tracker = StabilityTracker(self.settings.night.stable_s)
-        self.ignored: set[str] = set()
         self.tampered: set[str] = set()
         self.retry_at: dict[str, float] = {}  # job or claim -> when it is tried again (backing off, never dropped)
         self.failures: dict[str, int] = {}
@@ -215,154 +101,6 @@ class NightEngine:
             except NightshiftError as error:
                 found.append((job, str(error)))
         return found
-
-    # ------------------------------------------------------------------ intake
-
-    def complete_drops(self) -> list[Path]:
-        """Inbox files ready to be taken: script types, still for stable_s, not open for writing."""
-        ready = []
-        for path in pending_files(self.inbox):
-            ok, why = is_candidate(path)
-            if not ok:
-                if path.name not in self.ignored and path.name not in ("done", "failed", ".claimed"):
-                    self.say(f"inbox: leaving {original_name(path)} alone: {why}")
-                    self.ignored.add(path.name)
-                continue
-            if self.tracker.ready(path) and not open_for_writing(path):
-                ready.append(path)
-        return ready
-
-    def take_drops(self, budget_s: float | None = None, events: Callable[[Claim], None] | None = None) -> int:
-        """Claim and plan complete drops for up to `budget_s` (INTAKE_BUDGET_S); the rest wait for the next pass."""
-        deadline, taken = time.monotonic() + (INTAKE_BUDGET_S if budget_s is None else budget_s), 0
-        for claimed in self.waiting_claims():
-            if self.stop.is_set() or time.monotonic() > deadline:
-                return taken
-            self._intake(claimed)
-        for path in self.complete_drops():
-            if self.stop.is_set() or time.monotonic() > deadline:
-                break
-            self.tracker.forget(path)
-            taken_claim = claim(path, self.inbox)
-            if taken_claim is None:
-                continue  # someone else took it first
-            taken += 1
-            if events is not None:
-                events(taken_claim)
-            else:
-                self._intake(taken_claim.path)
-        return taken
-
-    def _intake(self, claimed: Path) -> None:
-        """One claim through the intake step; what is not the script's fault (the Prefect server away) leaves it
-        claimed, tried again later with a growing wait and a note beside it."""
-        try:
-            if self.store.find_sha(sha256_file(claimed)) is not None:
-                outcome = self.intake_claim(claimed)  # a duplicate is settled here, in milliseconds: no flow run
-            else:
-                outcome = self.steps.intake(self, claimed, False)
-        except Exception as error:  # noqa: BLE001 - one script never stops the service
-            key = str(claimed)
-            self.failures[key] = self.failures.get(key, 0) + 1
-            delay = backoff_s(self.failures[key])
-            self.retry_at[key] = time.monotonic() + delay
-            if claimed.exists():
-                note_waiting(claimed, f"{original_name(claimed)}: planning could not start ({error!r}); "
-                                      f"it is tried again automatically (next try in {delay:.0f} s).\n")
-            self.say(f"{original_name(claimed)}: intake stopped ({error!r}); it stays claimed, next try in {delay:.0f} s")
-            return
-        self.say(outcome.message)
-
-    def waiting_claims(self) -> list[Path]:
-        """Claims nobody is planning: left by a killed process, or waiting for space or a server."""
-        now, waiting = time.monotonic(), []
-        for path in leftover_claims(self.inbox):
-            job = self.store.find_claim(path)
-            if job is not None and job.state in ("queued", "rendering"):
-                continue  # planned and queued: the job, not the claim, is the work now
-            if now >= self.retry_at.get(str(path), 0.0):
-                waiting.append(path)
-        return waiting
-
-    def intake_claim(self, claimed: Path, force: bool = False) -> IntakeOutcome:
-        """Plan a claimed script into its job folder and queue it, under the claim's lease; duplicates and
-        bad scripts are settled here. A reason not the script's (a full disk) leaves it claimed, with a note."""
-        claimed = inside(claimed, self.inbox / ".claimed", what="claimed script")
-        lease = self.leases.take(lease_key("claim", claimed.parent.name))
-        if isinstance(lease, Owner):
-            return IntakeOutcome(None, "busy", f"{original_name(claimed)}: being planned by {lease.describe()}")
-        with lease:
-            if not claimed.is_file():
-                return IntakeOutcome(self.store.find_claim(claimed), "duplicate", f"{claimed.name}: already settled")
-            existing = self.store.find_claim(claimed)
-            if existing is not None and self.trusted(existing):
-                if existing.state in ("delivered", "failed"):  # killed after the job ended, before the move
-                    ok = existing.state == "delivered"
-                    self._settle(existing, ok, None if ok else failure_report(
-                        existing.script_name, "an earlier run", existing.error or "unknown"))
-                    return IntakeOutcome(existing, "duplicate" if ok else "failed",
-                                         f"{existing.script_name}: already {existing.state}")
-                return IntakeOutcome(existing, "queued", f"{existing.script_name}: already queued as {existing.id}")
-            name, digest = original_name(claimed), sha256_file(claimed)
-            content = self.leases.take(lease_key("script", digest))  # the same content dropped twice at once
-            if isinstance(content, Owner):
-                self.retry_at[str(claimed)] = time.monotonic() + 2.0
-                return IntakeOutcome(None, "busy", f"{name}: the same content is being planned by {content.describe()}")
-            with content:
-                return self._plan_claim(Claim(name, claimed, digest), force)
-
-    def _plan_claim(self, taken: Claim, force: bool) -> IntakeOutcome:
-        earlier = None if force else self.store.find_sha(taken.sha256)
-        if earlier is not None:
-            where = earlier.delivery or f"job {earlier.id} ({earlier.state})"
-            settled = settle(taken.path, self.inbox, ok=True)
-            (settled.parent / f"{settled.name}.duplicate.txt").write_text(
-                f"{taken.original_name} has the same content (sha256 {taken.sha256}) as {earlier.script_name}, "
-                f"already handled: {where}.\nNothing was planned or rendered again. To render it anyway, run:\n"
-                f"  nightshift run --force {settled}\n", encoding="utf-8", errors="replace")
-            return IntakeOutcome(earlier, "duplicate",
-                                 f"{taken.original_name}: same content as {earlier.script_name}; not rendered again")
-        job_id = (f"{datetime.now().strftime('%Y%m%dT%H%M%S')}-{taken.sha256[:10]}-"
-                  f"{hashlib.sha256(str(taken.path).encode(errors='surrogateescape')).hexdigest()[:6]}")
-        work = self.work_root / job_id
-        job = Job(id=job_id, script_name=taken.original_name, script_sha256=taken.sha256,
-                  claimed_path=str(taken.path), work_folder=str(work),
-                  created=datetime.now().isoformat(timespec="microseconds"))
-        faults.reached("plan")
-        try:
-            result = self.steps.plan(taken.original_name, lambda: plan_script_file(taken.path, self.settings, out_dir=work))
-        except (NightshiftError, ValueError, OSError) as error:
-            shutil.rmtree(work, ignore_errors=True)
-            if is_disk_full(error):
-                return self._wait_claim(taken, f"the disk is full; planning stopped ({error})")
-            report = error.report() if isinstance(error, NightshiftError) else str(error)
-            settle(taken.path, self.inbox, ok=False, report=failure_report(taken.original_name, "planning", report))
-            return IntakeOutcome(None, "failed", f"{taken.original_name}: {report}")
-        except BaseException:
-            shutil.rmtree(work, ignore_errors=True)  # stopped mid-plan: the claim stays and is planned again
-            raise
-        job.title = result.shotlist.title
-        job.log(f"planned: {len(result.shotlist.shots)} shots by {result.shotlist.planner.kind}")
-        faults.reached("queue")
-        try:
-            self.store.save(job)
-        except OSError as error:
-            if not is_disk_full(error):
-                raise
-            shutil.rmtree(work, ignore_errors=True)
-            return self._wait_claim(taken, f"the disk is full; the job could not be queued ({error})")
-        self.retry_at.pop(str(taken.path), None)
-        return IntakeOutcome(job, "queued", f"{taken.original_name}: {len(result.shotlist.shots)} shots queued as {job.id}")
-
-    def _wait_claim(self, taken: Claim, why: str) -> IntakeOutcome:
-        key = str(taken.path)
-        self.failures[key] = self.failures.get(key, 0) + 1
-        delay = backoff_s(self.failures[key])
-        self.retry_at[key] = time.monotonic() + delay
-        note_waiting(taken.path, f"{taken.original_name}: {why}.\nNothing is failed: free disk space; it is planned "
-                                 f"again automatically (next try in {delay:.0f} s, or on the next start).\n")
-        return IntakeOutcome(None, "waiting", f"{taken.original_name}: {why}; it stays claimed, next try in {delay:.0f} s "
-                                              "(free disk space)")
 
     # ------------------------------------------------------------------ rendering
 
@@ -486,7 +224,7 @@ class NightEngine:
         job.state, job.delivery, job.work_folder = "delivered", str(target), str(target)
         job.delivered_by = f"pid {job.delivered_by or '?'} on {HOST}"
         job.log(f"delivered to {target} (recorded after a restart)")
-        self._settle(job, ok=True)
+        self.settle(job, ok=True)
         return target
 
     def deliver(self, job: Job) -> Path:
@@ -523,7 +261,7 @@ class NightEngine:
         job.state, job.delivery, job.work_folder = "delivered", str(delivered), str(delivered)
         job.delivered_by = f"{describe_self()}"
         job.log(f"delivered to {delivered} by {job.delivered_by}")
-        self._settle(job, ok=True)
+        self.settle(job, ok=True)
         return delivered
 
     def _pause(self, job: Job, detail: str) -> None:
@@ -535,10 +273,10 @@ class NightEngine:
     def fail(self, job: Job, stage: str, detail: str) -> None:
         job.state, job.error = "failed", detail
         job.log(f"failed at {stage}: {detail}")
-        self._settle(job, ok=False, report=failure_report(job.script_name, stage,
+        self.settle(job, ok=False, report=failure_report(job.script_name, stage,
                                                             detail + f"\n\nWork folder: {job.work_folder}"))
 
-    def _settle(self, job: Job, ok: bool, report: str | None = None) -> None:
+    def settle(self, job: Job, ok: bool, report: str | None = None) -> None:
         """Save the job's new state, then move its script to inbox/done/ or failed/ (if still claimed)."""
         self.store.save(job)
         claimed = Path(job.claimed_path)
@@ -635,7 +373,7 @@ class NightEngine:
         poll_ms = int(self.settings.night.poll_s * 1000)
         while not self.stop.is_set():
             if intake:
-                self.take_drops(events=events)
+                self.intake.take_drops(events=events)
             if render and not self.stop.is_set() and self.window_open():
                 outcomes += self.render_queue()
             if once and (self.idle() or self._only_others_work(intake)):
@@ -661,7 +399,7 @@ class NightEngine:
 
     def run_claim(self, claimed: Path, force: bool = False) -> JobOutcome | IntakeOutcome:
         """`nightshift run`: this one script, now: plan it, render it, deliver it."""
-        outcome = self.intake_claim(claimed, force=force)
+        outcome = self.intake.claim(claimed, force=force)
         if outcome.job is None or outcome.status == "failed":
             return outcome
         return self.work_job(outcome.job.id)
@@ -683,8 +421,3 @@ def remove_leftovers(work: Path) -> None:
     shutil.rmtree(work / ".work", ignore_errors=True)
     for partial in [p for p in work.rglob(".*") if is_partial(p)]:
         partial.unlink(missing_ok=True)
-
-
-def failure_report(name: str, stage: str, detail: str) -> str:
-    return (f"Nightshift could not finish {name} ({stage} failed, {datetime.now().isoformat(timespec='seconds')}).\n\n"
-            f"{detail}\n\nThe script is kept here unchanged. Fix it and drop it into the inbox again.\n")

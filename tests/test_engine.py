@@ -101,9 +101,9 @@ def test_a_drop_is_taken_only_when_complete_whatever_its_name(tmp_path: Path) ->
         writer.write("INT. ROOM - DAY\n\nA clock ticks.\n")
         writer.flush()
         for _ in range(3):
-            engine.complete_drops()
+            engine.intake.complete_drops()
             time.sleep(0.4)
-        assert slow not in engine.complete_drops(), "a file still open for writing was taken"
+        assert slow not in engine.intake.complete_drops(), "a file still open for writing was taken"
         writer.write("\nThe last line.\n")
     for name in ("draft.fountain.part", "draft.fountain.crdownload", "draft.fountain.tmp", "draft.fountain~"):
         (inbox / name).write_text("INT. ROOM - DAY\n\nHalf.\n")
@@ -114,7 +114,7 @@ def test_a_drop_is_taken_only_when_complete_whatever_its_name(tmp_path: Path) ->
     (inbox / ("z" * 240 + ".fountain")).write_bytes((inbox / longest).read_bytes())  # a duplicate, long name too
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and len(engine.store.all()) < 3:
-        engine.take_drops()
+        engine.intake.take_drops()
         time.sleep(0.35)
     jobs = engine.store.all()
     assert len(jobs) == 3, [j.script_name for j in jobs]
@@ -133,7 +133,7 @@ def test_a_tampered_job_record_is_never_acted_on(tmp_path: Path, capsys: pytest.
     settings = load_settings(project / "nightshift.toml")
     engine = NightEngine(settings, renderer="animatic", respect_window=False, say=lambda _m: None)
     inbox = project / "inbox"
-    job = engine.intake_claim(claim(inbox / SCRIPTS[0], inbox).path).job
+    job = engine.intake.claim(claim(inbox / SCRIPTS[0], inbox).path).job
     outside = tmp_path / "precious.txt"
     outside.write_text("not the studio's")
     path = engine.store.path(job.id)
@@ -262,7 +262,7 @@ def test_two_overnight_runs_at_once_deliver_each_job_once_and_end_completed(pref
     settings = load_settings(project / "nightshift.toml")
     engine = NightEngine(settings)
     for name in SCRIPTS:
-        engine.intake_claim(claim(project / "inbox" / name, project / "inbox").path)
+        engine.intake.claim(claim(project / "inbox" / name, project / "inbox").path)
     states = []
 
     def night() -> None:
@@ -286,21 +286,22 @@ def test_two_overnight_runs_at_once_deliver_each_job_once_and_end_completed(pref
 def test_a_large_drop_does_not_hold_back_what_is_queued(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """30 scripts land at once behind a job already queued: the queued job is delivered while most of the drop
     still waits to be planned (intake runs a few seconds at a time, between jobs; here 0.2 s), then all of it is."""
-    import nightshift.engine
+    import nightshift.intake
+    from nightshift.steps import Steps
 
-    monkeypatch.setattr(nightshift.engine, "INTAKE_BUDGET_S", 0.2)
+    monkeypatch.setattr(nightshift.intake, "INTAKE_BUDGET_S", 0.2)
     project = _project(tmp_path / "studio")
     (project / "inbox" / SCRIPTS[1]).unlink()
     settings = load_settings(project / "nightshift.toml")
     said: list[str] = []
     engine = NightEngine(settings, renderer="animatic", respect_window=False, say=said.append)
-    first = engine.intake_claim(claim(project / "inbox" / SCRIPTS[0], project / "inbox").path).job
+    first = engine.intake.claim(claim(project / "inbox" / SCRIPTS[0], project / "inbox").path).job
     for n in range(30):
         (project / "inbox" / f"drop-{n:03d}.fountain").write_text(f"INT. ROOM {n} - DAY\n\nA lamp flickers {n} times.\n")
     (project / "inbox" / "copy.txt").write_bytes((CORPUS / SCRIPTS[0]).read_bytes())  # a duplicate: no planning
     seen_at_first_delivery: list[int] = []
 
-    class Watch(nightshift.engine.Steps):
+    class Watch(Steps):
         def delivered(self, job, folder):  # noqa: ANN001, ANN202
             if job.id == first.id:
                 seen_at_first_delivery.append(len(engine.store.all()))

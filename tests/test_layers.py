@@ -4,7 +4,7 @@ project import inside a function. Layers, lowest first (a module may import its 
   0 ground     nightshift.{errors, files, schemas, config, families, faults, templating, plan_files, edits}
   1 stages     nightshift.agents.*, nightshift.renderers.*  (neither imports the other)
   2 records    nightshift.{planning_job, records, provenance, signing, seal, verify, reproduce, delivery}
-  3 engine     nightshift.{engine, jobs, inbox, leases, queue, render_worker, render_child, gpu_lock}
+  3 engine     nightshift.{engine, intake, steps, jobs, inbox, leases, queue, render_worker, render_child, gpu_lock}
   4 flows      nightshift.flows.*
   5 commands   nightshift.{cli, cli_night, cli_queue, cli_provenance, project}
 """
@@ -23,7 +23,7 @@ LAYERS = {
         "nightshift.edits", "nightshift.templates"},
     2: {"nightshift.planning_job", "nightshift.records", "nightshift.provenance", "nightshift.signing", "nightshift.seal",
         "nightshift.verify", "nightshift.reproduce", "nightshift.delivery"},
-    3: {"nightshift.engine", "nightshift.jobs", "nightshift.inbox", "nightshift.leases", "nightshift.queue",
+    3: {"nightshift.engine", "nightshift.intake", "nightshift.steps", "nightshift.jobs", "nightshift.inbox", "nightshift.leases", "nightshift.queue",
         "nightshift.render_worker", "nightshift.render_child", "nightshift.gpu_lock"},
     5: {"nightshift.cli", "nightshift.cli_night", "nightshift.cli_queue", "nightshift.cli_provenance",
         "nightshift.project"},
@@ -55,6 +55,8 @@ def _imports(path: Path) -> list[tuple[str, bool, int]]:
 
     def visit(node: ast.AST, in_function: bool) -> None:
         for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+                continue  # typing-only imports never run
             inside = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
             names: list[str] = []
             if isinstance(child, ast.Import):

@@ -18,7 +18,8 @@ import pytest
 from nightshift.config import Settings
 from nightshift.delivery import delivery_folder, read_manifest
 from nightshift.inbox import StabilityTracker, claim, is_candidate, leftover_claims
-from nightshift.engine import NightEngine, Stop, in_window
+from nightshift.engine import NightEngine
+from nightshift.steps import Stop, in_window
 from nightshift.flows.night import PrefectSteps
 from nightshift.files import sha256_file
 from nightshift.renderers.encode import probe
@@ -184,7 +185,7 @@ def test_window_keeps_work_queued_until_it_opens(prefect_server: None, project: 
     settings = Settings(project_dir=project.project_dir)
     (settings.resolve(settings.paths.inbox) / "paper_boat.txt").write_bytes((corpus / "paper_boat.txt").read_bytes())
     service = _engine(settings, renderer="animatic")
-    _wait(lambda: service.take_drops() or job_store(settings).pending(), 30, "the claim")
+    _wait(lambda: service.intake.take_drops() or job_store(settings).pending(), 30, "the claim")
     assert not service.window_open() and service.render_queue() == []
     assert [j.state for j in job_store(settings).pending()] == ["queued"] and not _deliveries(settings)
 
@@ -218,7 +219,7 @@ def test_served_deployment_renders_the_queue_and_shows_artifacts(prefect_server:
     settings = Settings(project_dir=project.project_dir)
     (settings.resolve(settings.paths.inbox) / "paper_boat.txt").write_bytes((corpus / "paper_boat.txt").read_bytes())
     watcher = _engine(settings)
-    _wait(lambda: watcher.take_drops() or job_store(settings).pending(), 30, "the claim")
+    _wait(lambda: watcher.intake.take_drops() or job_store(settings).pending(), 30, "the claim")
     [job] = job_store(settings).pending()
     with temporary_settings(updates={"runner.poll_frequency": 1}):
         served = ServedDeployments(settings, None, "animatic")

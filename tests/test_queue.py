@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from nightshift.engine import NightEngine, Steps
+from nightshift.engine import NightEngine
+from nightshift.steps import Steps
 from nightshift.cli import main
 from nightshift.config import Settings
 from nightshift.delivery import read_manifest
@@ -32,7 +33,7 @@ def _queued(tmp_path: Path) -> tuple[Settings, list[str]]:
     ids = []
     for name in NAMES:
         shutil.copyfile(REPO / "examples" / "corpus" / name, inbox / name)
-        ids.append(NightEngine(settings).intake_claim(claim(inbox / name, inbox).path).job.id)
+        ids.append(NightEngine(settings).intake.claim(claim(inbox / name, inbox).path).job.id)
     return settings, ids
 
 

@@ -91,7 +91,7 @@ def main(mount: Path, result_path: Path, scenario: str) -> None:
     if scenario == "plan":  # full before serve starts: the script is claimed (a rename) but cannot be planned
         ballast, wait_for = fill(mount, 16 << 10), "it stays claimed"
     else:  # planned first; then room for less than the first shot (render), or for every shot but not the cut
-        NightEngine(settings).intake_claim(claim(inbox / "paper_boat.txt", inbox).path)
+        NightEngine(settings).intake.claim(claim(inbox / "paper_boat.txt", inbox).path)
         ballast, wait_for = fill(mount, 96 << 10 if scenario == "render" else 320 << 10), "The queue waits"
     result.update(serve_through_full_disk(project, settings, ballast, result_path.with_suffix(".log"), wait_for))
     end = state(project, settings)

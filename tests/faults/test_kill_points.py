@@ -144,6 +144,8 @@ def _kill_and_recover(tmp_path: Path, api: str, index: int, stage: str, n: int) 
     broken = check_night(project)
     if not broken:
         shutil.rmtree(project)  # keep failures only, for a look afterwards
+    print(f"point {index:03d} {stage}:{n} killed={killed} {'whole' if not broken else 'BROKEN: ' + '; '.join(broken)}",
+          flush=True)  # progress, with -s: the soak runs for more than an hour
     return stage, n, killed, broken
 
 

@@ -38,7 +38,7 @@ def test_out_of_memory_at_every_tier_fails_that_script_and_the_night_goes_on(
     jobs = []
     for name in ("paper_boat.txt", "night_train.md"):
         (inbox / name).write_bytes((corpus / name).read_bytes())
-        jobs.append(NightEngine(settings).intake_claim(claim(inbox / name, inbox).path).job)
+        jobs.append(NightEngine(settings).intake.claim(claim(inbox / name, inbox).path).job)
     children: list[RenderWorker] = []
 
     class FirstJobOutOfMemory(RenderWorker):  # one render child per job: only the first job's child runs out

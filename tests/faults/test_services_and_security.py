@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from nightshift.engine import NightEngine, Steps, render_request
+from nightshift.engine import NightEngine, render_request
+from nightshift.steps import Steps
 from nightshift.config import Settings
 from nightshift.errors import DiskFull, ShotFailed
 from nightshift.records import shots_not_done
@@ -26,7 +27,7 @@ def _queued_job(tmp_path: Path):  # noqa: ANN202 - (settings, job)
     project = _project(tmp_path / "project")
     settings = Settings(project_dir=project, planner={"kind": "rules"}, render=FAST)
     inbox = project / "inbox"
-    outcome = NightEngine(settings).intake_claim(claim(inbox / SCRIPTS[0], inbox).path)
+    outcome = NightEngine(settings).intake.claim(claim(inbox / SCRIPTS[0], inbox).path)
     return settings, outcome.job
 
 
@@ -80,7 +81,7 @@ def test_a_failed_script_does_not_stop_the_night(tmp_path: Path) -> None:
     settings, broken = _queued_job(tmp_path)
     inbox = settings.resolve(settings.paths.inbox)
     engine = NightEngine(settings, renderer="animatic", respect_window=False)
-    second = engine.intake_claim(claim(inbox / SCRIPTS[1], inbox).path).job
+    second = engine.intake.claim(claim(inbox / SCRIPTS[1], inbox).path).job
     (Path(broken.work_folder) / "renderplan.json").write_text("{ not json")  # a damaged plan
     outcomes = engine.render_queue()
     failed = [o.job_id for o in outcomes if o.status == "failed"]
@@ -116,7 +117,6 @@ def test_folders_follow_the_umask_and_keys_stay_private(tmp_path: Path, prefect_
 def test_disk_full_during_encode_keeps_the_script_queued(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """ENOSPC mid-encode: a clear error, the half-written clip removed, the job still queued; once space is back
     the same job finishes."""
-    import errno
 
     settings, job = _queued_job(tmp_path)
     monkeypatch.setenv("NIGHTSHIFT_FAULT", "encode-enospc:40")  # in the second shot's frames
