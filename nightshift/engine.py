@@ -74,8 +74,8 @@ class NightEngine:
 
     # ------------------------------------------------------------------ trust
 
-    def trusted(self, job: Job) -> bool:
-        """Every path in a job record must stay inside the studio; a record that says otherwise is never acted on."""
+    def untrusted(self, job: Job) -> str | None:
+        """Why a job record cannot be acted on: a path in it that leaves the studio (None: it is trustworthy)."""
         try:
             inside(job.claimed_path, self.inbox, what=f"job {job.id}: claimed_path")
             inside(job.work_folder, self.work_root, self.output, what=f"job {job.id}: work_folder")
@@ -83,24 +83,19 @@ class NightEngine:
                 if value is not None:
                     inside(value, self.output, what=f"job {job.id}: {name}")
         except NightshiftError as error:
-            if job.id not in self.tampered:
-                self.tampered.add(job.id)
-                self.say(f"tampered job record {self.store.path(job.id)}: {error.report()}")
-            return False
-        return True
+            return error.report()
+        return None
+
+    def trusted(self, job: Job) -> bool:
+        """Every path in a job record must stay inside the studio; a record that says otherwise is never acted on."""
+        why = self.untrusted(job)
+        if why is not None and job.id not in self.tampered:
+            self.tampered.add(job.id)
+            self.say(f"tampered job record {self.store.path(job.id)}: {why}")
+        return why is None
 
     def tampered_jobs(self) -> list[tuple[Job, str]]:
-        found = []
-        for job in self.store.all():
-            try:
-                inside(job.claimed_path, self.inbox, what="claimed_path")
-                inside(job.work_folder, self.work_root, self.output, what="work_folder")
-                for value in (job.delivery, job.delivering_to):
-                    if value is not None:
-                        inside(value, self.output, what="delivery")
-            except NightshiftError as error:
-                found.append((job, str(error)))
-        return found
+        return [(job, why) for job in self.store.all() if (why := self.untrusted(job)) is not None]
 
     # ------------------------------------------------------------------ rendering
 

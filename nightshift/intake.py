@@ -85,22 +85,33 @@ class Intake:
             else:
                 outcome = self.engine.steps.intake(self.engine, claimed, False)
         except Exception as error:  # noqa: BLE001 - one script never stops the service
-            key = str(claimed)
-            self.engine.failures[key] = self.engine.failures.get(key, 0) + 1
-            delay = backoff_s(self.engine.failures[key])
-            self.engine.retry_at[key] = time.monotonic() + delay
+            delay = self._back_off(claimed)
             if claimed.exists():
                 note_waiting(claimed, f"{original_name(claimed)}: planning could not start ({error!r}); "
                                       f"it is tried again automatically (next try in {delay:.0f} s).\n")
             self.engine.say(f"{original_name(claimed)}: intake stopped ({error!r}); it stays claimed, next try in {delay:.0f} s")
             return
+        if outcome.status == "waiting":  # a full disk: planned again later, waiting longer each time
+            self.engine.say(f"{outcome.message}; next try in {self._back_off(claimed):.0f} s")
+            return
+        if outcome.status == "busy":  # another process is planning it (or the same content): look again soon
+            self.engine.retry_at[str(claimed)] = time.monotonic() + 2.0
         self.engine.say(outcome.message)
+
+    def _back_off(self, claimed: Path) -> float:
+        """The retry book lives with the engine that serves the loop (a Prefect flow's engine is short-lived)."""
+        key = str(claimed)
+        self.engine.failures[key] = self.engine.failures.get(key, 0) + 1
+        delay = backoff_s(self.engine.failures[key])
+        self.engine.retry_at[key] = time.monotonic() + delay
+        return delay
 
     def waiting_claims(self) -> list[Path]:
         """Claims nobody is planning: left by a killed process, or waiting for space or a server."""
         now, waiting = time.monotonic(), []
+        jobs = {Path(j.claimed_path): j for j in self.engine.store.all()}  # read once: a large queue has many claims
         for path in leftover_claims(self.engine.inbox):
-            job = self.engine.store.find_claim(path)
+            job = jobs.get(path)
             if job is not None and job.state in ("queued", "rendering"):
                 continue  # planned and queued: the job, not the claim, is the work now
             if now >= self.engine.retry_at.get(str(path), 0.0):
@@ -129,7 +140,6 @@ class Intake:
             name, digest = original_name(claimed), sha256_file(claimed)
             content = self.engine.leases.take(lease_key("script", digest))  # the same content dropped twice at once
             if isinstance(content, Owner):
-                self.engine.retry_at[str(claimed)] = time.monotonic() + 2.0
                 return IntakeOutcome(None, "busy", f"{name}: the same content is being planned by {content.describe()}")
             with content:
                 return self._plan_claim(Claim(name, claimed, digest), force)
@@ -174,18 +184,12 @@ class Intake:
                 raise
             shutil.rmtree(work, ignore_errors=True)
             return self._wait_claim(taken, f"the disk is full; the job could not be queued ({error})")
-        self.engine.retry_at.pop(str(taken.path), None)
         return IntakeOutcome(job, "queued", f"{taken.original_name}: {len(result.shotlist.shots)} shots queued as {job.id}")
 
     def _wait_claim(self, taken: Claim, why: str) -> IntakeOutcome:
-        key = str(taken.path)
-        self.engine.failures[key] = self.engine.failures.get(key, 0) + 1
-        delay = backoff_s(self.engine.failures[key])
-        self.engine.retry_at[key] = time.monotonic() + delay
         note_waiting(taken.path, f"{taken.original_name}: {why}.\nNothing is failed: free disk space; it is planned "
-                                 f"again automatically (next try in {delay:.0f} s, or on the next start).\n")
-        return IntakeOutcome(None, "waiting", f"{taken.original_name}: {why}; it stays claimed, next try in {delay:.0f} s "
-                                              "(free disk space)")
+                                 "again automatically (serve tries again, waiting longer each time, and on every start).\n")
+        return IntakeOutcome(None, "waiting", f"{taken.original_name}: {why}; it stays claimed (free disk space)")
 
 
 def failure_report(name: str, stage: str, detail: str) -> str:

@@ -20,16 +20,13 @@ from __future__ import annotations
 import gc
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 
 from nightshift.errors import NightshiftError
 from nightshift.renderers.registry import ModelEntry, estimate_vram_gb
+from nightshift.schemas import MEMORY_TIERS, MemoryTier, QuantizationMode
 
-QuantizationMode = Literal["none", "fp8", "int8", "nf4", "gguf"]
-Tier = Literal["resident", "resident_tiled", "group_offload", "model_offload", "sequential_offload"]
-TIERS: tuple[Tier, ...] = ("resident", "resident_tiled", "group_offload", "model_offload", "sequential_offload")
 CUDA_ONLY_TIERS = {"model_offload", "sequential_offload"}
 
 
@@ -40,16 +37,16 @@ class RenderConfigError(NightshiftError):
 @dataclass(frozen=True)
 class MemoryPlan:
     quantization: QuantizationMode
-    tier: Tier
+    tier: MemoryTier
     reason: str
 
 
-def tiers_for(device: str) -> tuple[Tier, ...]:
+def tiers_for(device: str) -> tuple[MemoryTier, ...]:
     """The tier ladder available on `device`, fastest first."""
-    return TIERS if device.startswith("cuda") else tuple(t for t in TIERS if t not in CUDA_ONLY_TIERS)
+    return MEMORY_TIERS if device.startswith("cuda") else tuple(t for t in MEMORY_TIERS if t not in CUDA_ONLY_TIERS)
 
 
-def lower_tiers(tier: Tier, device: str) -> list[Tier]:
+def lower_tiers(tier: MemoryTier, device: str) -> list[MemoryTier]:
     ladder = tiers_for(device)
     return list(ladder[ladder.index(tier) + 1:]) if tier in ladder else []
 
@@ -103,7 +100,7 @@ def apply_fp8_storage(transformer: torch.nn.Module, dtype: torch.dtype) -> None:
     transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype)
 
 
-def apply_tier(pipe, tier: Tier, device: str) -> None:
+def apply_tier(pipe, tier: MemoryTier, device: str) -> None:
     """Place a freshly loaded pipeline's weights for `tier` (a pipeline gets one tier in its life)."""
     if tier in CUDA_ONLY_TIERS and not device.startswith("cuda"):
         raise RenderConfigError(f"memory tier {tier} needs a CUDA GPU", f"use one of {', '.join(tiers_for(device))}")

@@ -22,7 +22,7 @@ from PIL import Image
 from nightshift import faults
 from nightshift.errors import NightshiftError
 from nightshift.schemas import RenderSpec
-from nightshift.renderers.memory import (MemoryPlan, QuantizationMode, Tier, apply_fp8_storage, apply_tier, check_quantization,
+from nightshift.renderers.memory import (MemoryPlan, QuantizationMode, MemoryTier, apply_fp8_storage, apply_tier, check_quantization,
                               compute_dtype, free_memory, is_out_of_memory, lower_tiers, plan_memory,
                               transformer_quantization_config)
 from nightshift.renderers.registry import ModelEntry, model_entry
@@ -71,7 +71,7 @@ class VideoOutput:
 class RenderedVideo:
     output: VideoOutput
     quantization: QuantizationMode
-    tier: Tier
+    tier: MemoryTier
     attempts: list[str]  # tiers that ran out of memory before this one
     memory_reason: str
     seconds: float
