@@ -41,7 +41,7 @@ def _spec(family: str, model: Path, frames: int, size: int = 32, keyframes: list
           **extra: object) -> RenderSpec:
     return RenderSpec(shot_id="s01-sh01", family=family, model_id=str(model), prompt="a woman walks in the light",
                       negative_prompt="blurry", seed=7, width=size, height=size, fps=24.0, num_frames=frames, steps=2,
-                      guidance=1.0, quantization=extra.pop("quantization", "none"), duration_s=frames / 24,
+                      guidance=1.0, duration_s=frames / 24,
                       keyframes=keyframes or [], **extra)
 
 
@@ -145,7 +145,7 @@ def test_ltx_latent_upsampler_renders_half_size_then_refines(tiny: dict[str, Pat
 def test_gguf_single_file_transformer(tiny: dict[str, Path], tmp_path: Path) -> None:
     gguf_file = tiny_models.write_gguf(tiny["ltx"], tmp_path / "tiny-ltx-Q8_0.gguf")
     backend = backend_class("ltx")(str(tiny["ltx"]), BackendOptions(quantization="gguf", gguf_file=gguf_file))
-    out = backend.render(_spec("ltx", tiny["ltx"], 9, quantization="gguf"), [])
+    out = backend.render(_spec("ltx", tiny["ltx"], 9), [])  # the backend's options decide the quantization
     assert out.quantization == "gguf" and out.output.frames.shape == (9, 32, 32, 3)
     packed = {name: p for name, p in backend.pipe.transformer.named_parameters() if type(p).__name__ == "GGUFParameter"}
     assert "transformer_blocks.0.ff.net.2.weight" in packed  # loaded from the file, still Q8_0 in memory
