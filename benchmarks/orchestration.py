@@ -2,13 +2,13 @@
 
     .venv/bin/python -m benchmarks.orchestration --scenes 200 --shots 15
 
-Part 1 drops a generated N-scene script into an inbox, claims it and runs `NightEngine.intake_claim`
+Part 1 drops a generated N-scene script into an inbox, claims it and runs `NightEngine.intake.claim`
 (decode, plan, render plan, job queued), once with the rules planner and once with the Ollama
 planner against the protocol double answering instantly. Each runs in its own child process so
 its peak RSS is its own.
 
 Part 2 renders two identical queued jobs (animatic, short shots) in one child process on the
-embedded Prefect server: one by calling the night's functions in a plain loop, one through the
+embedded Prefect server: one through the engine with its plain steps, one through the
 `nightshift-render` flow (a task run per shot, the GPU concurrency slot, progress artifacts).
 Both use the same render worker process; the difference divided by the shot count is Prefect's
 overhead per shot.

@@ -324,8 +324,8 @@ class NightEngine:
                 return job
         return None
 
-    def render_queue(self) -> list[JobOutcome]:
-        """Every job this process can render now, higher priority first, read again before each job."""
+    def render_queue(self, limit: int | None = None) -> list[JobOutcome]:
+        """Every job this process can render now (at most `limit`), higher priority first, read again before each."""
         outcomes: list[JobOutcome] = []
         if time.monotonic() < self.disk_retry_at:
             return outcomes
@@ -351,7 +351,7 @@ class NightEngine:
             self.disk_full = 0
             self.say(outcome.message)
             outcomes.append(outcome)
-            if outcome.status in ("stopped", "waiting"):
+            if outcome.status in ("stopped", "waiting") or (limit is not None and len(outcomes) >= limit):
                 break
         return outcomes
 
@@ -370,7 +370,9 @@ class NightEngine:
             if intake:
                 self.intake.take_drops(events=events)
             if render and not self.stop.is_set() and self.window_open():
-                outcomes += self.render_queue()
+                # While drops wait to be planned, one job between intake passes: planning and rendering take turns,
+                # so neither a large drop nor a long queue holds the other back.
+                outcomes += self.render_queue(limit=1 if intake and self.intake.has_waiting_drops() else None)
             if once and (self.idle() or self._only_others_work(intake)):
                 break
             if self.stop.is_set():

@@ -55,6 +55,11 @@ class Intake:
                 ready.append(path)
         return ready
 
+    def has_waiting_drops(self) -> bool:
+        """Anything in the inbox, or claimed and not planned, that a pass could take now."""
+        return (any(is_candidate(p)[0] for p in pending_files(self.engine.inbox))
+                or bool(self.waiting_claims()))
+
     def take_drops(self, budget_s: float | None = None, events: Callable[[Claim], None] | None = None) -> int:
         """Claim and plan complete drops for up to `budget_s` (INTAKE_BUDGET_S); the rest wait for the next pass."""
         deadline, taken = time.monotonic() + (INTAKE_BUDGET_S if budget_s is None else budget_s), 0

@@ -27,6 +27,7 @@ def _script(n: int) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # 220 scripts through `nightshift serve` with its Prefect flow runs: many minutes
 def test_two_hundred_at_once_and_twenty_during_the_night(tmp_path: Path, prefect_api: str) -> None:
     project = tmp_path / "project"
     (project / "inbox").mkdir(parents=True)
