@@ -149,7 +149,7 @@ def _kill_and_recover(tmp_path: Path, api: str, index: int, stage: str, n: int) 
     return stage, n, killed, broken
 
 
-@pytest.mark.timeout(5400)  # the soak runs ~25 minutes; each child run has its own 300 s limit
+@pytest.mark.timeout(10800)  # the soak runs 1.5-2 hours through `nightshift serve`; each run has its own 300 s limit
 def test_killed_anywhere_the_night_still_completes_once(tmp_path: Path, request: pytest.FixtureRequest,
                                                         prefect_api: str) -> None:
     count = 500 if request.config.getoption("--soak") else 16
