@@ -217,7 +217,7 @@ class NightEngine:
         if Path(job.work_folder).exists() or not (target / "manifest.json").is_file():
             return None
         job.state, job.delivery, job.work_folder = "delivered", str(target), str(target)
-        job.delivered_by = f"pid {job.delivered_by or '?'} on {HOST}"
+        job.delivered_by = f"an earlier run (recorded after a restart by {describe_self()})"
         job.log(f"delivered to {target} (recorded after a restart)")
         self.settle(job, ok=True)
         return target
@@ -254,7 +254,7 @@ class NightEngine:
             self._pause(self.store.load(job.id), full.report())
             raise full from error
         job.state, job.delivery, job.work_folder = "delivered", str(delivered), str(delivered)
-        job.delivered_by = f"{describe_self()}"
+        job.delivered_by = describe_self()
         job.log(f"delivered to {delivered} by {job.delivered_by}")
         self.settle(job, ok=True)
         return delivered
