@@ -34,7 +34,7 @@ from nightshift.files import inside, is_partial, now_utc, sha256_file
 from nightshift.inbox import Claim, is_candidate, leftover_claims, pending_files, settle
 from nightshift.intake import Intake, failure_report
 from nightshift.jobs import Job, JobStore
-from nightshift.leases import HOST, Lease, LeaseBook, Owner, lease_key
+from nightshift.leases import HOST, LeaseBook, Owner, lease_key
 from nightshift.plan_files import SHOTLIST_JSON, load_plan_folder
 from nightshift.planning_job import plan_from_shotlist
 from nightshift.records import load_records, record_shot, shots_not_done
@@ -126,9 +126,9 @@ class NightEngine:
             if job.state == "failed":
                 return JobOutcome(job_id, "failed", f"{job.script_name}: this job failed ({job.error}); "
                                                     "fix the script and drop it again")
-            return self._render_and_deliver(job, lease)
+            return self._render_and_deliver(job)
 
-    def _render_and_deliver(self, job: Job, lease: Lease) -> JobOutcome:
+    def _render_and_deliver(self, job: Job) -> JobOutcome:
         folder = Path(job.work_folder)
         try:
             _, plan = load_plan_folder(folder)

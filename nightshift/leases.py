@@ -143,12 +143,23 @@ class LeaseBook:
             return None
 
     def busy(self, key: str) -> Owner | None:
-        """Who holds `key` now, if anyone but this process (a peek: nothing is taken)."""
-        taken = self.take(key)
-        if isinstance(taken, Owner):
-            return taken
-        taken.release()
-        return None
+        """Who holds `key` now, if anyone but this thread. A peek: nothing is taken and nothing written."""
+        with self._lock:
+            held = self._held.get(key)
+            if held is not None and not held.released:
+                return None if held.thread == threading.get_ident() else held.owner
+        try:
+            descriptor = os.open(self.lock_path(key), os.O_RDWR)
+        except FileNotFoundError:
+            return None  # never taken
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return self.owner(key) or Owner("?", 0, "", 0, 0, "another process on this machine")
+        finally:
+            os.close(descriptor)  # releases the flock if this peek got it
+        current = self.owner(key)
+        return current if current is not None and not current.gone(time.time()) else None
 
     def _write(self, key: str, owner: Owner) -> None:
         write_atomic(self.record_path(key), json.dumps(owner.__dict__))

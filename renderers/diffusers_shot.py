@@ -18,7 +18,7 @@ from nightshift.config import RenderDefaults
 from nightshift.files import now_utc, sha256_file
 from nightshift.renderers.encode import EncodeSettings, encode_frames
 from nightshift.renderers.keyframes import TextToImage, prepare_keyframes
-from nightshift.renderers.shots import AnimaticShotRenderer, RendererChoice, ShotJob, ShotRenderer, _Finish, finish_settings
+from nightshift.renderers.shots import AnimaticShotRenderer, RendererChoice, ShotJob, ShotRenderer, ClipFinish, finish_settings
 from nightshift.renderers.upscale import UpscaleSettings
 from nightshift.renderers.upscale_model import load_super_resolution
 from nightshift.renderers.video import BackendOptions, backend_class
@@ -38,7 +38,7 @@ class DiffusersShotRenderer:
     def __post_init__(self) -> None:
         model_path = self.settings.upscale_model  # loaded once per run, before any shot
         model = load_super_resolution(model_path, self.device, self.settings.upscale_tile) if model_path else None
-        self.finish = _Finish(self.upscale, self.encode, model, model_path, self.settings.upscale_tile)
+        self.finish = ClipFinish(self.upscale, self.encode, model, model_path, self.settings.upscale_tile)
         self.options = BackendOptions(device=self.device, quantization=self.settings.quantization,
                                       tier=self.settings.tier, gguf_file=self.settings.gguf_file,
                                       models_dir=self.settings.models_dir,

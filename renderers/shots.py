@@ -83,7 +83,9 @@ def choose_renderer(requested: str, plan: RenderPlan, settings: RenderDefaults) 
 
 
 @dataclass
-class _Finish:
+class ClipFinish:
+    """What every backend's native clip goes through: an optional model upscale, the 4K fit, the encode."""
+
     upscale: UpscaleSettings
     encode: EncodeSettings
     model: Any = None  # a loaded super-resolution network (renderers/upscale_model.py), run before the 4K fit
@@ -111,7 +113,7 @@ class AnimaticShotRenderer:
     name = "animatic"
 
     def __init__(self, upscale: UpscaleSettings = UpscaleSettings(), encode: EncodeSettings = EncodeSettings()) -> None:
-        self.finish = _Finish(upscale, encode)
+        self.finish = ClipFinish(upscale, encode)
 
     def render(self, job: ShotJob) -> ClipRecord:
         spec, started, t0 = job.spec, now_utc(), time.perf_counter()
