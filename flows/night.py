@@ -38,7 +38,7 @@ from nightshift.inbox import original_name
 from nightshift.gpu_lock import gpu_name, machine_lock
 from nightshift.jobs import Job
 from nightshift.plan_files import load_plan_folder
-from nightshift.steps import IntakeOutcome, JobOutcome, Steps
+from nightshift.steps import IntakeOutcome, JobOutcome, Progress, Steps
 
 T = TypeVar("T")
 # An update costs ~30 ms of server time (measured: BENCHMARKS.md). A GPU shot takes far longer than
@@ -77,7 +77,7 @@ class PrefectSteps(Steps):
 
     def __init__(self, project_dir: str, config: str | None) -> None:
         self.project_dir, self.config = project_dir, config
-        self.progress: dict[str, tuple[Any, float]] = {}
+        self.progress_artifacts: dict[str, tuple[Any, float]] = {}
 
     def intake(self, engine: NightEngine, claimed: Path, force: bool) -> IntakeOutcome:
         result = intake(str(claimed), original_name(claimed), self.project_dir, self.config, force)
@@ -113,18 +113,20 @@ class PrefectSteps(Steps):
             with concurrency(name, occupy=1, strict=True):
                 yield
 
-    def rendering(self, job: Job, folder: Path, done: int, total: int) -> None:
-        create_table_artifact(key=f"shotlist-{_key(job.id)}", table=_shotlist_table(folder),
-                              description=f"Shot list: {job.title}")
-        artifact = create_progress_artifact(progress=100.0 * done / max(total, 1),
-                                            description=f"{job.title}: shots rendered")
-        self.progress[job.id] = (artifact, time.monotonic())
-
-    def rendered(self, job: Job, done: int, total: int) -> None:
-        artifact, updated = self.progress.get(job.id, (None, 0.0))
-        if artifact is not None and (time.monotonic() - updated >= PROGRESS_EVERY_S or done == total):
-            update_progress_artifact(artifact, progress=100.0 * done / total)
-            self.progress[job.id] = (artifact, time.monotonic())
+    def progress(self, job: Job | None, folder: Path, event: Progress) -> None:
+        """One progress artifact per job, through its shots and then assembly, signing and sealing."""
+        if job is None:
+            return
+        artifact, updated = self.progress_artifacts.get(job.id, (None, 0.0))
+        if artifact is None:
+            create_table_artifact(key=f"shotlist-{_key(job.id)}", table=_shotlist_table(folder),
+                                  description=f"Shot list: {job.title}")
+            artifact = create_progress_artifact(progress=event.percent, description=f"{job.title}: shots, "
+                                                "then assembly, timeline, signing and sealing")
+            self.progress_artifacts[job.id] = (artifact, time.monotonic())
+        elif time.monotonic() - updated >= PROGRESS_EVERY_S or event.done >= event.total or event.detail == "":
+            update_progress_artifact(artifact, progress=event.percent, description=f"{job.title}: {event.stage}")
+            self.progress_artifacts[job.id] = (artifact, time.monotonic())
 
     def delivered(self, job: Job, folder: Path) -> None:
         _, plan = load_plan_folder(folder)

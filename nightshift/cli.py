@@ -12,7 +12,9 @@ from nightshift.cli_night import stop_on_signals
 from nightshift.config import CONFIG_FILE_NAME, Settings, load_settings
 from nightshift.engine import NightEngine
 from nightshift.errors import NightshiftError
+from nightshift.cli_progress import terminal_progress
 from nightshift.files import write_atomic
+from nightshift.plan_render import render_plan_folder
 from nightshift.planning_job import plan_from_shotlist, plan_script_file
 from nightshift.plan_files import write_schemas
 from nightshift.project import init_project
@@ -104,10 +106,11 @@ def cmd_render(args: argparse.Namespace, settings: Settings) -> int:
     folder = plan.parent if plan.is_file() else plan
     shot_ids = [s.strip() for s in args.shots.split(",") if s.strip()] if args.shots else None
     engine = NightEngine(settings, renderer=args.renderer, respect_window=False, say=_say)
-    with stop_on_signals(_say):
-        result = engine.render_plan_folder(folder, shot_ids, Path(args.out) if args.out else None)
+    with stop_on_signals(_say), terminal_progress():
+        result = render_plan_folder(engine, folder, shot_ids, Path(args.out) if args.out else None)
     kind = "as animatic" if all(r.animatic for r in result.records) else "with diffusers"
-    _say(f"{len(result.records)} shots rendered {kind}, cut: {result.cut}")
+    cut = result.cut if result.cut is not None else f"none yet (missing: {', '.join(result.missing)})"
+    _say(f"{len(result.records)} shots rendered {kind}, cut: {cut}")
     print(result.folder)
     return 0
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from prefect.exceptions import TerminationSignal
 from prefect.settings import PREFECT_API_URL
 
+from nightshift.cli_progress import terminal_progress
 from nightshift.config import Settings
 from nightshift.engine import NightEngine
 from nightshift.errors import NightshiftError
@@ -122,7 +123,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings, say: Callable[[str], N
     if claimed is None:
         raise NightshiftError(f"{source}: the copy vanished before it was claimed", "run the command again")
     say(f"{source.name}: planning and rendering now ({datetime.now():%H:%M})")
-    with stop_on_signals(say) as begin:
+    with stop_on_signals(say) as begin, terminal_progress():
         try:
             folder = run_script(str(claimed.path), claimed.original_name, str(settings.project_dir), args.config,
                                 args.renderer, args.force)

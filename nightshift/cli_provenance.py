@@ -14,6 +14,8 @@ from nightshift.verify import verify_delivery
 def add_commands(commands: argparse._SubParsersAction) -> None:
     verify = commands.add_parser("verify", help="re-hash a delivery, check its manifest and every MP4's C2PA credentials")
     verify.add_argument("output_dir", help="a delivery folder, e.g. output/2026-11-21/the-last-keeper")
+    verify.add_argument("--trust", metavar="CA.pem", help="a CA certificate whose signers you trust (your studio's: "
+                        ".nightshift/signing/local-ca.pem); without it, verify checks consistency and names the signer")
 
     reproduce = commands.add_parser("reproduce", help="re-render one shot from a delivery's manifest and compare")
     reproduce.add_argument("output_dir", help="a delivery folder")
@@ -25,7 +27,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings, say) -> int:  # noq
     folder = Path(args.output_dir)
     if not folder.is_dir():
         raise NightshiftError(f"{folder}: no such delivery folder", "give a folder under output/YYYY-MM-DD/")
-    report = verify_delivery(folder)
+    report = verify_delivery(folder, Path(args.trust) if args.trust else None)
     print(report.text())
     return 0 if report.ok else 2
 

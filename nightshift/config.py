@@ -89,8 +89,9 @@ class RenderDefaults(_Section):
     upscale_tile: int = Field(512, ge=64, le=4096, description="Tile size in pixels for the super-resolution model.")
     codec: Literal["libx264", "libx265"] = "libx264"
     crf: int = Field(18, ge=0, le=51)
-
     preset: str = "veryfast"
+    keyframe_interval_s: float = Field(1.0, ge=0.1, le=10, description="Seconds between keyframes in every "
+                                       "delivered MP4 (editing suites scrub and cut on keyframes).")
     style: str = Field(
         "cinematic, natural film grain, motivated lighting, shallow depth of field",
         description="The style bible: appended to every shot prompt.",
@@ -181,6 +182,11 @@ class Settings(BaseSettings):
     @property
     def planner_cache_dir(self) -> Path:
         return self.resolve(self.planner.cache_dir or Path(".nightshift/cache/planner"))
+
+    @property
+    def cut_runs_dir(self) -> Path:
+        """Encoded transition runs, shared by every cut of the studio and found again by their inputs."""
+        return self.resolve(Path(".nightshift/cache/cut-runs"))
 
     @property
     def templates_override_dir(self) -> Path | None:

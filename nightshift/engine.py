@@ -2,8 +2,8 @@
 
     claim -> plan -> queue -> render each shot -> deliver -> settle
 
-`nightshift serve`, `nightshift run`, `nightshift render`, the Prefect flows (flows/night.py)
-and the fault suites all drive `NightEngine`. Prefect only wraps its steps (`Steps`: flow and
+`nightshift serve`, `nightshift run`, `nightshift render` (nightshift/plan_render.py), the Prefect
+flows (flows/night.py) and the fault suites all drive `NightEngine`. Prefect only wraps its steps (`Steps`: flow and
 task runs, names, logs, artifacts); it never re-implements them.
 
 Ownership holds across processes and machines that share the studio folder: a claim is planned
@@ -30,21 +30,22 @@ from nightshift import faults
 from nightshift.config import Settings
 from nightshift.delivery import delivery_folder, move_into_place
 from nightshift.errors import DiskFull, NightshiftError, ShotFailed, is_disk_full
-from nightshift.files import inside, is_partial, now_utc, sha256_file
+from nightshift.files import inside, is_partial
 from nightshift.inbox import Claim, is_candidate, leftover_claims, pending_files, settle
 from nightshift.intake import Intake, failure_report
 from nightshift.jobs import Job, JobStore
 from nightshift.leases import HOST, LeaseBook, Owner, lease_key
-from nightshift.plan_files import SHOTLIST_JSON, load_plan_folder
-from nightshift.planning_job import plan_from_shotlist
-from nightshift.records import load_records, record_shot, shots_not_done
+from nightshift.plan_files import load_plan_folder
+from nightshift.credentials import ShotSigner
+from nightshift.provenance import MANIFEST_JSON
+from nightshift.records import record_shot, shots_not_done
 from nightshift.render_worker import RenderWorker, render_with_retries
-from nightshift.renderers.assemble import assemble_folder
-from nightshift.renderers.shots import RendererChoice, choose_renderer, finish_settings
+from nightshift.renderers.shots import RendererChoice, choose_renderer
 from nightshift.schemas import RenderPlan, RenderSpec, slugify
-from nightshift.seal import reseal_delivery, seal_delivery
-from nightshift.steps import (PROCESS_STOP, IntakeOutcome, JobOutcome, RenderResult, Steps, Stop, backoff_s,
-                              in_window)
+from nightshift.signing import SigningError
+from nightshift.seal import FINISH_STEPS, Report, seal_delivery
+from nightshift.steps import (PROCESS_PROGRESS, PROCESS_STOP, IntakeOutcome, JobOutcome, Progress, ProgressBoard, Steps,
+                              Stop, backoff_s, in_window)
 
 log = logging.getLogger("nightshift.engine")
 
@@ -57,6 +58,7 @@ class NightEngine:
     respect_window: bool = True
     stop: Stop = PROCESS_STOP
     say: Callable[[str], None] = log.info
+    board: ProgressBoard = PROCESS_PROGRESS
 
     def __post_init__(self) -> None:
         self.intake = Intake(self)
@@ -179,8 +181,11 @@ class NightEngine:
         total = len(plan.specs)
         done = total - len(shots_not_done(out_folder, plan.specs)) if specs is None else total - len(todo)
         title = plan.title
-        if job is not None:
-            self.steps.rendering(job, out_folder, done, total)
+        script_sha256 = load_plan_folder(plan_folder)[0].source_sha256
+        # Progress counts the finishing steps too, so 100% means delivered (a plan folder is cut, not sealed).
+        units = total + (len(FINISH_STEPS) if job is not None or (out_folder / MANIFEST_JSON).is_file() else 2)
+        self.progress(job, out_folder, Progress(title, "rendering shots", done, units))
+        signer = ShotSigner(self.settings)
         worker = RenderWorker()
         try:
             with self.stop.calling(worker.stop):
@@ -194,19 +199,44 @@ class NightEngine:
                     record = self.steps.shot(title, spec.shot_id, lambda: render_with_retries(
                         worker, request, self.settings.night.shot_timeout_s, self.settings.night.shot_retries,
                         self.say))
+                    # Signed once, now: a shot's credentials describe only itself (nightshift/credentials.py).
+                    try:
+                        record = signer.sign(out_folder, record, spec, title, script_sha256)
+                    except SigningError as error:  # a bad certificate fails the job once, not every poll
+                        raise ShotFailed(f"{title}: {spec.shot_id} rendered but could not be signed: {error}",
+                                         error.hint) from None
                     record_shot(out_folder, record)
                     self.say(f"{title}: {spec.shot_id} done: {record.backend} model={record.model_id or '-'} tier={record.tier} "
                              f"quantization={record.quantization} device={record.device} {record.frames} frames "
                              f"in {record.seconds:.1f}s")
                     done += 1
-                    if job is not None:
-                        self.steps.rendered(job, done, total)
+                    self.progress(job, out_folder, Progress(title, "rendering shots", done, units, spec.shot_id))
         except BaseException:
             worker.stop()  # interrupted (a signal, Prefect's TerminationSignal): never wait on a render
             raise
         finally:
             worker.close()
         return None
+
+    def progress(self, job: Job | None, folder: Path, event: Progress) -> None:
+        self.steps.progress(job, folder, event)
+        self.board.publish(event)
+
+    def finishing(self, job: Job | None, folder: Path, plan: RenderPlan, sealing: bool = True) -> Report:
+        """The report the finishing steps give (assembly, timeline, and when sealing, signing and the record):
+        a log line as each starts and ends, and progress that reaches 100% only when the last one is done."""
+        steps = FINISH_STEPS if sealing else FINISH_STEPS[:2]
+        total = len(plan.specs) + len(steps)
+
+        def report(step: str, fraction: float, detail: str) -> None:
+            if fraction >= 1.0:
+                self.say(f"{plan.title}: {step}: done{f' ({detail})' if detail else ''}")
+            elif fraction == 0.0:
+                self.say(f"{plan.title}: {step}")
+            units = len(plan.specs) + steps.index(step) + fraction
+            self.progress(job, folder, Progress(plan.title, step, units, total, detail))
+
+        return report
 
     def finish_interrupted_delivery(self, job: Job) -> Path | None:
         """A run killed after its work folder was renamed into output/ but before the job said so:
@@ -234,14 +264,12 @@ class NightEngine:
             raise NightshiftError(f"{job.script_name}: shots {', '.join(missing)} are not rendered; nothing delivered")
         remove_leftovers(work)
         try:
-            assemble_folder(work, plan, finish_settings(self.settings.render)[1])
-            faults.reached("deliver")
             night = datetime.fromisoformat(job.night_started) if job.night_started else datetime.now()
             target = delivery_folder(self.output, night, slugify(plan.title))
             job.log(f"delivering to {target}")
             seal_delivery(work, self.settings, script_name=job.script_name, script_sha256=job.script_sha256,
                           job_id=job.id, renderer=job.renderer or "", night_started=job.night_started,
-                          history=job.history)
+                          history=job.history, report=self.finishing(job, work, plan))
             job.delivering_to = str(target)
             self.store.save(job)
             faults.reached("deliver")
@@ -257,6 +285,8 @@ class NightEngine:
         job.delivered_by = describe_self()
         job.log(f"delivered to {delivered} by {job.delivered_by}")
         self.settle(job, ok=True)
+        total = len(plan.specs) + len(FINISH_STEPS)
+        self.progress(job, delivered, Progress(plan.title, "delivered", total, total, str(delivered)))
         return delivered
 
     def _pause(self, job: Job, detail: str) -> None:
@@ -278,39 +308,6 @@ class NightEngine:
         if claimed.exists() and claimed.parent.parent.name == ".claimed":
             job.claimed_path = str(settle(claimed, self.inbox, ok=ok, report=report))
             self.store.save(job)
-
-    # ------------------------------------------------------------------ a plan folder (nightshift render)
-
-    def render_plan_folder(self, plan_folder: Path, shot_ids: list[str] | None = None,
-                           out_dir: Path | None = None) -> RenderResult:
-        """Render the shots of a plan folder (all not done, or `shot_ids`), then re-assemble the cut; a delivery
-        re-rendered in place is sealed again with the change noted."""
-        shotlist, plan = load_plan_folder(plan_folder)
-        if sha256_file(plan_folder / SHOTLIST_JSON) != plan.shotlist_sha256:
-            plan = plan_from_shotlist(plan_folder / SHOTLIST_JSON, self.settings, source="nightshift render").plan
-            self.say("shotlist.json was edited: render plan rebuilt; shots whose spec changed will render again")
-        folder = out_dir or plan_folder
-        known = {s.shot_id: s for s in plan.specs}
-        unknown = [i for i in shot_ids or [] if i not in known]
-        if unknown:
-            raise NightshiftError(f"{plan_folder}: no shot {', '.join(unknown)} in this plan",
-                                  f"shot ids look like {plan.specs[0].shot_id}; see shotlist.md")
-        specs = [known[i] for i in shot_ids] if shot_ids else shots_not_done(folder, plan.specs)
-        choice = self.choose(plan)
-        self.say(f"renderer: {choice.kind} ({choice.reason})")
-        with self.steps.gpu(self, choice.device):
-            if self.render_shots(plan_folder, folder, plan, choice, specs=specs) == "stopped":
-                raise NightshiftError("stopped before every shot was rendered", "run the same command again to go on")
-        self.say("assembling the cut")
-        cut = assemble_folder(folder, plan, finish_settings(self.settings.render)[1])
-        work = folder / ".work"
-        if work.is_dir() and not any(work.iterdir()):
-            work.rmdir()
-        if specs:
-            reseal_delivery(folder, f"{now_utc()} re-rendered {', '.join(s.shot_id for s in specs)} with "
-                                    f"{choice.kind}; cut re-assembled", self.settings)
-        records = load_records(folder)
-        return RenderResult(folder, [records[s.shot_id] for s in plan.specs if s.shot_id in records], cut)
 
     # ------------------------------------------------------------------ the loop
 

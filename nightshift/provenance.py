@@ -5,10 +5,11 @@ templates, the exact exchanges, the bibles), every human edit, each shot's spec,
 (sha256 per file), memory tier, device and timing, the environment, and every delivered file
 with what it was made from.
 
-`provenance_sha256` is the sha256 of the manifest without its outputs and signature: it is the
-value each MP4's Content Credentials carry, so a clip names the exact record it belongs to and
-an edit to that record shows. The outputs list then holds each file's sha256 as delivered
-(signed), which binds the files to the record the other way.
+`provenance_sha256` is the sha256 of the manifest without its outputs and signature: the cut's
+Content Credentials carry it, so the cut names the exact record it belongs to. The outputs list
+holds every delivered file's sha256 as delivered (signed MP4s included), and manifest.json as a
+whole is signed by the same identity as the MP4s (manifest.jws), so every file and every hash
+the record states is under one signature.
 """
 
 from __future__ import annotations
@@ -27,11 +28,11 @@ from pydantic import BaseModel, Field
 
 from nightshift import __version__
 from nightshift.edits import EDITS_JSON, LAST_SHOTLIST, PLANNED_SHOTLIST, PROVENANCE_DIR, Edit, load_edits, script_copy_name
-from nightshift.schemas import ClipRecord, PlannerInfo, RenderPlan, RenderSpec, ShotList
+from nightshift.schemas import ClipRecord, CutRecord, PlannerInfo, RenderPlan, RenderSpec, ShotList
 from nightshift.files import sha256_file, write_atomic
 
 MANIFEST_JSON, MANIFEST_MD, MANIFEST_SCHEMA = "manifest.json", "manifest.md", "manifest.schema.json"
-MANIFEST_VERSION = "2"
+MANIFEST_VERSION = "3"
 PACKAGES = ("torch", "diffusers", "transformers", "prefect", "av", "ollama", "c2pa-python", "pydantic", "jinja2")
 
 
@@ -59,6 +60,7 @@ class Planning(BaseModel):
     character_bible: dict[str, str] = Field(default_factory=dict)
     exchanges: list[FileRef] = Field(default_factory=list, description="Stored prompts and answers, one file each.")
     machine_shotlist: FileRef | None = Field(None, description="The shot list as the planner made it.")
+    edit_history: FileRef | None = Field(None, description="provenance/edits.json, the human edits below.")
 
 
 class ModelWeights(BaseModel):
@@ -88,9 +90,10 @@ class OutputFile(FileRef):
 
 
 class Signature(BaseModel):
-    format: str = "C2PA"
+    format: str = "C2PA in every MP4; manifest.jws (detached JWS) for manifest.json"
     algorithm: str = "ES256"
-    signer: str
+    signer: str = Field(description="The signing certificate's subject, issuer and serial number.")
+    serial: str = Field("", description="The signing certificate's serial number (hex).")
     local_ca: bool
 
 
@@ -106,6 +109,7 @@ class Manifest(BaseModel):
     edits: list[Edit] = Field(default_factory=list, description="Every human change to the machine's shot list.")
     models: list[ModelWeights] = Field(default_factory=list)
     shots: list[ShotProvenance]
+    cut: CutRecord | None = None
     environment: Environment
     history: list[str] = Field(default_factory=list)
     provenance_sha256: str = Field("", description="sha256 of everything above; carried by every signed MP4.")
@@ -209,7 +213,7 @@ def model_weights(clips: list[ClipRecord]) -> list[ModelWeights]:
 
 def build_manifest(folder: Path, shotlist: ShotList, plan: RenderPlan, records: dict[str, ClipRecord], *,
                    script_name: str, script_sha256: str, renderer: str, delivered: str, job_id: str | None = None,
-                   night_started: str | None = None, history: list[str] = ()) -> Manifest:
+                   night_started: str | None = None, history: list[str] = (), cut: CutRecord | None = None) -> Manifest:
     """The record of a delivery folder whose shots are rendered (outputs and signature come later)."""
     stored = script_copy_name(script_name)
     exchanges = sorted(p.relative_to(folder).as_posix() for p in (folder / PROVENANCE_DIR / "exchanges").glob("*.json"))
@@ -223,9 +227,10 @@ def build_manifest(folder: Path, shotlist: ShotList, plan: RenderPlan, records: 
         planning=Planning(planner=shotlist.planner, templates={**shotlist.planner.templates, **plan.templates},
                           style_bible=shotlist.style_bible, character_bible=shotlist.character_bible,
                           exchanges=[file_ref(folder, p) for p in exchanges],
-                          machine_shotlist=file_ref(folder, PLANNED_SHOTLIST) if (folder / PLANNED_SHOTLIST).is_file() else None),
+                          machine_shotlist=file_ref(folder, PLANNED_SHOTLIST) if (folder / PLANNED_SHOTLIST).is_file() else None,
+                          edit_history=file_ref(folder, EDITS_JSON) if (folder / EDITS_JSON).is_file() else None),
         edits=load_edits(folder), models=model_weights(clips),
-        shots=[ShotProvenance(spec=s, clip=records[s.shot_id]) for s in plan.specs],
+        shots=[ShotProvenance(spec=s, clip=records[s.shot_id]) for s in plan.specs], cut=cut,
         environment=environment(), history=list(history),
     )
     manifest.provenance_sha256 = provenance_digest(manifest)
@@ -244,6 +249,9 @@ def derived_from(relative: str, manifest: Manifest, cut_name: str) -> list[str]:
         return [f"renderplan.json#{relative.split('/')[-1].rsplit('-', 1)[0]}"]
     if relative == cut_name:
         return sorted(clips)
+    stem, _, suffix = relative.rpartition(".")
+    if "/" not in relative and f"{stem}.mp4" == cut_name and suffix in ("otio", "edl", "xml"):
+        return [cut_name, "renders.json", "shotlist.json"]  # the editorial timeline of the cut
     return {
         "renderplan.json": ["shotlist.json", "templates"],
         "shotlist.json": [PLANNED_SHOTLIST, EDITS_JSON],

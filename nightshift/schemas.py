@@ -302,10 +302,28 @@ def slugify(text: str, fallback: str = "untitled") -> str:
 
 
 def spec_sha256(spec: RenderSpec) -> str:
-    return hashlib.sha256(spec.model_dump_json().encode()).hexdigest()
+    """What a rendered clip depends on. The transition is left out: it is how the cut joins the shot to the
+    next, and every shot is encoded ready for any transition, so changing one re-cuts but never re-renders."""
+    return hashlib.sha256(spec.model_dump_json(exclude={"transition"}).encode()).hexdigest()
 
 
 # --------------------------------------------------------------------------- clips
+
+
+class CutRecord(_Model):
+    """How the cut was made: what was copied as rendered, what was encoded, with which settings."""
+
+    file: str
+    frames: int
+    fps: float
+    copied_frames: int = Field(description="Frames joined by stream copy, bit for bit the shots' own.")
+    encoded_frames: int = Field(description="Frames encoded for transitions (or all, when the cut was re-encoded).")
+    transition_runs: int = 0
+    reencoded_because: str | None = Field(None, description="Why the whole cut was encoded again, if it was.")
+    encoded_as: str = Field(description="The settings the encoded frames were made with.")
+    encode_settings: dict[str, object] = Field(default_factory=dict)
+    digital_source_type: str = Field(description="IPTC digital source type, derived from the shots.")
+    seconds: float = 0.0
 
 
 class ClipRecord(_Model):

@@ -1,4 +1,4 @@
-"""C2PA Content Credentials: a local signing identity, signing a delivered MP4, reading one back.
+"""Signing: a local signing identity, C2PA Content Credentials in MP4s, manifest.json's detached signature.
 
 `nightshift init` (or the first delivery, when no identity exists yet) makes a
 local certificate authority and an ES256 signing certificate issued by it, under
@@ -6,10 +6,15 @@ local certificate authority and an ES256 signing certificate issued by it, under
 refuses a self-signed leaf, hence the two levels. Readers report a local CA as
 untrusted, which is expected: the signature still binds the credentials to the
 file. Users with their own certificate set signing.cert_chain / private_key.
+
+manifest.json is signed by the same identity with a detached JWS (RFC 7515, appendix F) in
+manifest.jws: ES256 over the file's bytes, the certificate chain in its `x5c` header, so the
+record and every MP4 can be checked to come from one signer.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime
 import json
 import os
@@ -25,7 +30,8 @@ SIGNING_DIR = Path(".nightshift") / "signing"
 CHAIN_FILE, KEY_FILE, CA_FILE, CA_KEY_FILE = "signer-chain.pem", "signer.key", "local-ca.pem", "local-ca.key"
 # Codes that mean "the signer is not on a public trust list": expected for the local CA, not tampering.
 UNTRUSTED_CODES = {"signingCredential.untrusted"}
-NIGHTSHIFT_ASSERTION = "org.nightshift.provenance"  # our assertion: the manifest's provenance sha256, the script, edits
+NIGHTSHIFT_ASSERTION = "org.nightshift.provenance"  # our assertion: a shot's own record, or the cut's delivery record
+MANIFEST_JWS = "manifest.jws"
 
 
 class SigningError(NightshiftError):
@@ -39,9 +45,12 @@ class SigningIdentity:
     local_ca: bool
 
     def subject(self) -> str:
+        return self.certificates()[0].subject.rfc4514_string()
+
+    def certificates(self) -> list[Any]:
         from cryptography import x509
 
-        return x509.load_pem_x509_certificates(self.chain.read_bytes())[0].subject.rfc4514_string()
+        return x509.load_pem_x509_certificates(self.chain.read_bytes())
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -155,6 +164,39 @@ def sign_video(path: Path, definition: dict[str, Any], signer: Any,
                            "check the signing certificate (nightshift init makes a local one)") from None
 
 
+@dataclass(frozen=True)
+class Signer:
+    """Who signed: the signing certificate's subject, its issuer and its serial number."""
+
+    subject: dict[str, str]
+    issuer: dict[str, str]
+    serial: int
+
+    @classmethod
+    def of_certificate(cls, certificate: Any) -> Signer:
+        def names(name: Any) -> dict[str, str]:
+            return {attribute.rfc4514_attribute_name: str(attribute.value) for attribute in name}
+
+        return cls(names(certificate.subject), names(certificate.issuer), certificate.serial_number)
+
+    def describe(self) -> str:
+        def text(names: dict[str, str]) -> str:
+            return ", ".join(f"{key}={value}" for key, value in sorted(names.items()))
+
+        return f"{text(self.subject)} (issued by {text(self.issuer)}; serial {self.serial:x})"
+
+
+def _signer_of(store: dict[str, Any], active: dict[str, Any] | None) -> Signer | None:
+    for manifest in store.get("manifests", []):
+        if active is not None and manifest.get("label") == active.get("label"):
+            info = manifest.get("signature", {}).get("certificateInfo", {})
+            try:
+                return Signer(dict(info["subject"]), dict(info["issuer"]), int(info["serialNumber"], 16))
+            except (KeyError, TypeError, ValueError):
+                return None
+    return None
+
+
 @dataclass
 class Credentials:
     """What a reader finds in a file: the active manifest, its validation, our provenance assertion."""
@@ -167,21 +209,34 @@ class Credentials:
     nightshift: dict[str, Any] | None = None
     ingredients: int = 0
     error: str | None = None
+    signer: Signer | None = None
+    trusted: bool = False  # the signer chains to the trust anchor the reader was given
 
     @property
     def ok(self) -> bool:
         return self.present and not self.failures and self.state in ("Valid", "Trusted") and self.nightshift is not None
 
 
-def read_credentials(path: Path) -> Credentials:
+def _reader_context(trust_anchor: bytes | None) -> Any:
+    import c2pa
+
+    if trust_anchor is None:
+        return None
+    settings = {"verify": {"verify_trust": True}, "trust": {"trust_anchors": trust_anchor.decode("ascii")}}
+    return c2pa.Context(c2pa.Settings.from_dict(settings))
+
+
+def read_credentials(path: Path, trust_anchor: bytes | None = None) -> Credentials:
+    """The file's active C2PA manifest, validated; with `trust_anchor` (PEM), also whether its signer chains to it."""
     import c2pa
 
     try:
         with open(path, "rb") as stream:
-            reader = c2pa.Reader("video/mp4", stream)
+            reader = c2pa.Reader("video/mp4", stream, context=_reader_context(trust_anchor))
             active = reader.get_active_manifest()
             state = reader.get_validation_state()
             results = reader.get_validation_results() or {}
+            signer = _signer_of(json.loads(reader.crjson()), active)
     except Exception as error:  # noqa: BLE001 - no manifest at all raises
         return Credentials(present=False, error=str(error))
     if active is None:
@@ -190,7 +245,8 @@ def read_credentials(path: Path) -> Credentials:
     untrusted = any(code in UNTRUSTED_CODES for code in failures)
     credentials = Credentials(present=True, state=state, untrusted_signer=untrusted,
                               failures=[code for code in failures if code not in UNTRUSTED_CODES],
-                              ingredients=len(active.get("ingredients", [])))
+                              ingredients=len(active.get("ingredients", [])), signer=signer,
+                              trusted=trust_anchor is not None and state == "Trusted")
     for assertion in active.get("assertions", []):
         if assertion["label"].startswith("c2pa.actions"):
             credentials.actions += assertion["data"].get("actions", [])
@@ -198,3 +254,94 @@ def read_credentials(path: Path) -> Credentials:
             credentials.nightshift = assertion["data"]
     return credentials
 
+
+
+# --------------------------------------------------------------------------- manifest.json's own signature
+
+
+def sign_detached(path: Path, identity: SigningIdentity) -> Path:
+    """Write <folder>/manifest.jws: a detached ES256 JWS over `path`'s bytes, with the certificate chain."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from jwcrypto import jwk, jws
+
+    try:
+        key = jwk.JWK.from_pem(identity.key.read_bytes())
+        chain = [base64.b64encode(cert.public_bytes(Encoding.DER)).decode("ascii") for cert in identity.certificates()]
+        token = jws.JWS(path.read_bytes())
+        token.add_signature(key, alg="ES256", protected=json.dumps(
+            {"alg": "ES256", "x5c": chain, "cty": "application/json", "nightshift_file": path.name}))
+        token.detach_payload()
+        compact = token.serialize(compact=True)
+    except Exception as error:  # noqa: BLE001 - jwcrypto raises its own error types
+        raise SigningError(f"{path.name}: signing it failed: {error}",
+                           "the key must be the ES256 (P-256) key of signing.cert_chain") from None
+    target = path.parent / MANIFEST_JWS
+    with atomic_output(target) as tmp:
+        tmp.write_text(compact + "\n", encoding="ascii")
+    return target
+
+
+@dataclass
+class DetachedSignature:
+    """What manifest.jws says once checked: who signed, with which chain (leaf first)."""
+
+    signer: Signer
+    chain: list[Any]
+
+    def anchor_pem(self) -> bytes:
+        """The top of the chain, as a trust anchor for reading the MP4s' credentials."""
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        return self.chain[-1].public_bytes(Encoding.PEM)
+
+    def issued_by(self, authority: Any) -> bool:
+        """Whether the chain (its links already checked) leads to `authority`, a CA certificate."""
+        if any(certificate == authority for certificate in self.chain):
+            return True
+        try:
+            self.chain[-1].verify_directly_issued_by(authority)
+        except Exception:  # noqa: BLE001 - another issuer, or a signature that does not check
+            return False
+        return True
+
+
+def read_detached(signature_file: Path) -> tuple[DetachedSignature, str]:
+    """The signer a detached JWS names, its chain links checked (not yet the signed content), and the token."""
+    from cryptography import x509
+
+    try:
+        compact = signature_file.read_text(encoding="ascii").strip()
+        header_b64 = compact.split(".")[0]
+        header = json.loads(base64.urlsafe_b64decode(header_b64 + "=" * (-len(header_b64) % 4)))
+        chain = [x509.load_der_x509_certificate(base64.b64decode(item)) for item in header["x5c"]]
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as error:
+        raise SigningError(f"{signature_file.name} is not a readable signature ({error})") from None
+    if header.get("alg") != "ES256" or not chain:
+        raise SigningError(f"{signature_file.name}: expected an ES256 signature with its certificate chain")
+    for lower, upper in zip(chain, chain[1:]):
+        try:
+            lower.verify_directly_issued_by(upper)
+        except Exception:  # noqa: BLE001
+            raise SigningError(f"{signature_file.name}: its certificate chain is broken "
+                               f"({lower.subject.rfc4514_string()} is not issued by {upper.subject.rfc4514_string()})") from None
+    return DetachedSignature(Signer.of_certificate(chain[0]), chain), compact
+
+
+def check_detached(path: Path, signature: DetachedSignature, compact: str, signature_file: Path) -> None:
+    """Raise SigningError unless `compact` is `signature`'s signer's valid signature over `path`'s bytes."""
+    from jwcrypto import jwk, jws
+
+    token = jws.JWS()
+    try:
+        token.deserialize(compact)
+        token.verify(jwk.JWK.from_pyca(signature.chain[0].public_key()), alg="ES256", detached_payload=path.read_bytes())
+    except Exception:  # noqa: BLE001 - jwcrypto raises InvalidJWSSignature and others
+        raise SigningError(f"{path.name} does not match its signature in {signature_file.name}: "
+                           "it was changed after it was signed") from None
+
+
+def verify_detached(path: Path, signature_file: Path) -> DetachedSignature:
+    """Check `signature_file` (a detached JWS) against `path`. Raises SigningError saying what is wrong."""
+    signature, compact = read_detached(signature_file)
+    check_detached(path, signature, compact, signature_file)
+    return signature

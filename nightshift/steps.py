@@ -11,7 +11,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, time as clock
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -99,7 +99,50 @@ class JobOutcome:
 class RenderResult:
     folder: Path
     records: list[ClipRecord]
-    cut: Path
+    cut: Path | None  # None: some shots are still missing, so no cut was made
+    missing: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far one job (or `nightshift render`) has got: one unit per shot, one per finishing step."""
+
+    title: str
+    stage: str  # "rendering shots", one of seal.FINISH_STEPS, or "delivered"
+    done: float
+    total: int
+    detail: str = ""
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * min(self.done, self.total) / max(self.total, 1)
+
+
+class ProgressBoard:
+    """Where progress goes besides the engine's Steps: a terminal's bar (nightshift/cli_progress.py) listens
+    while a command runs. One per process, like PROCESS_STOP, because `nightshift run` reaches the engine
+    through a Prefect flow call that cannot carry a callback."""
+
+    def __init__(self) -> None:
+        self._listeners: list[Callable[[Progress], None]] = []
+
+    def publish(self, event: Progress) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:  # noqa: BLE001 - a broken progress display never stops the night
+                log.exception("a progress listener failed")
+
+    @contextmanager
+    def listening(self, listener: Callable[[Progress], None]) -> Iterator[None]:
+        self._listeners.append(listener)
+        try:
+            yield
+        finally:
+            self._listeners.remove(listener)
+
+
+PROCESS_PROGRESS = ProgressBoard()
 
 
 class Steps:
@@ -125,11 +168,8 @@ class Steps:
         with machine_lock(gpu_name(device), engine.stop.event):
             yield
 
-    def rendering(self, job: Job, folder: Path, done: int, total: int) -> None:
-        """A job's render started (done of total shots already finished)."""
-
-    def rendered(self, job: Job, done: int, total: int) -> None:
-        """One more shot finished."""
+    def progress(self, job: Job | None, folder: Path, event: Progress) -> None:
+        """A job (None: `nightshift render`) got further: a shot finished, or a finishing step moved on."""
 
     def delivered(self, job: Job, folder: Path) -> None:
         """The job's delivery is in place."""

@@ -1,9 +1,17 @@
-"""`nightshift verify OUTPUT_DIR`: does this delivery still prove how it was made?
+"""`nightshift verify OUTPUT_DIR [--trust CA.pem]`: does this delivery still prove how it was made?
 
-Checks, each named in the report: manifest.json is valid against the manifest schema; its
-content still hashes to its provenance_sha256; every listed file is present with its recorded
-sha256 and nothing unlisted was added; every MP4 carries valid C2PA Content Credentials that
-bind to the file and name this manifest's provenance_sha256. Exit status 0 only when all hold.
+Checks, each named in the report:
+- manifest.json matches the manifest schema, and its signature (manifest.jws) holds: the whole
+  record, every file's sha256 in it, is signed; with --trust, the signer is issued by that CA;
+- its record still hashes to its provenance_sha256;
+- every listed file is present with its sha256 and nothing unlisted was added, and every hash the
+  record states elsewhere (the script copy, the planned shot list, the edit history, planner
+  exchanges, user images) matches its file; the edit history matches the edits recorded;
+- every MP4 carries valid C2PA credentials bound to its bytes, signed by the same identity as
+  manifest.json (trusted under the delivery's own CA, same certificate); each shot's credentials
+  describe the shot the record says, and the cut's name this record and the sha256 of every other
+  file, so a file changed together with manifest.json is still named.
+Exit status 0 only when all hold.
 """
 
 from __future__ import annotations
@@ -11,13 +19,17 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
-from nightshift.provenance import MANIFEST_JSON, MANIFEST_VERSION, Manifest, provenance_digest
-from nightshift.seal import delivered_files
+from nightshift.edits import EDITS_JSON, load_edits
+from nightshift.errors import NightshiftError
 from nightshift.files import sha256_file
-from nightshift.signing import read_credentials
+from nightshift.provenance import MANIFEST_JSON, MANIFEST_VERSION, FileRef, Manifest, provenance_digest
+from nightshift.seal import delivered_files
+from nightshift.signing import (MANIFEST_JWS, Credentials, DetachedSignature, SigningError, check_detached,
+                                read_credentials, read_detached)
 
 
 @dataclass
@@ -63,24 +75,51 @@ def _load(folder: Path, report: VerifyReport) -> Manifest | None:
         return None
     if manifest.manifest_version != MANIFEST_VERSION:
         report.problems.append(f"{MANIFEST_JSON} is manifest version {manifest.manifest_version}; this Nightshift "
-                               f"reads version {MANIFEST_VERSION}")
+                               f"reads version {MANIFEST_VERSION} (re-seal it: nightshift render {folder})")
         return None
     report.checked.append(f"{MANIFEST_JSON} matches the manifest schema (version {MANIFEST_VERSION})")
     return manifest
 
 
-def verify_delivery(folder: Path) -> VerifyReport:
-    report = VerifyReport(folder)
-    manifest = _load(folder, report)
-    if manifest is None:
-        return report
-    digest = provenance_digest(json.loads((folder / MANIFEST_JSON).read_text(encoding="utf-8")))
-    if digest == manifest.provenance_sha256:
-        report.checked.append(f"the record hashes to its provenance sha256 {digest[:16]}...")
-    else:
-        report.problems.append(f"{MANIFEST_JSON} was edited: its record hashes to {digest[:16]}..., "
-                               f"not the {manifest.provenance_sha256[:16]}... it was sealed with")
+def _load_trust(trust: Path | None) -> Any:
+    if trust is None:
+        return None
+    from cryptography import x509
 
+    try:
+        return x509.load_pem_x509_certificate(trust.read_bytes())
+    except (OSError, ValueError) as error:
+        raise NightshiftError(f"{trust}: not a PEM certificate ({error})",
+                              "give the CA certificate, e.g. .nightshift/signing/local-ca.pem") from None
+
+
+def _signature(folder: Path, manifest: Manifest, trust: Any, report: VerifyReport) -> DetachedSignature | None:
+    if manifest.signature is None:
+        report.problems.append("the delivery is not signed (signing.enabled was false): no signatures to check")
+        return None
+    if not (folder / MANIFEST_JWS).is_file():
+        report.problems.append(f"{MANIFEST_JWS} is missing: {MANIFEST_JSON} carries no signature")
+        return None
+    try:
+        signature, compact = read_detached(folder / MANIFEST_JWS)
+    except SigningError as error:
+        report.problems.append(str(error))
+        return None
+    try:
+        check_detached(folder / MANIFEST_JSON, signature, compact, folder / MANIFEST_JWS)
+        report.checked.append(f"{MANIFEST_JSON} is signed by {signature.signer.describe()}")
+    except SigningError as error:  # the signer it names is still the delivery's claim: MP4s are held to it
+        report.problems.append(str(error))
+    if trust is not None:
+        if signature.issued_by(trust):
+            report.checked.append(f"the signer is issued by the CA you trust ({trust.subject.rfc4514_string()})")
+        else:
+            report.problems.append(f"the signer {signature.signer.describe()} is not issued by the CA you trust "
+                                   f"({trust.subject.rfc4514_string()}): someone else signed this delivery")
+    return signature
+
+
+def _files(folder: Path, manifest: Manifest, report: VerifyReport) -> None:
     listed = {f.path: f for f in manifest.outputs}
     present = set(delivered_files(folder))
     for path in sorted(set(listed) - present):
@@ -96,36 +135,120 @@ def verify_delivery(folder: Path) -> VerifyReport:
     if not (set(listed) ^ present) and not altered:
         report.checked.append(f"all {len(listed)} files present, none extra, every sha256 matches")
 
+
+def _stated_hashes(folder: Path, manifest: Manifest, report: VerifyReport) -> None:
+    """Every hash the record states outside its file list, re-checked against the file itself."""
+    stated: list[tuple[str, FileRef | None]] = [("the planned shot list", manifest.planning.machine_shotlist),
+                                                ("the edit history", manifest.planning.edit_history)]
+    stated += [("a planner exchange", ref) for ref in manifest.planning.exchanges]
+    stated += [("a user image", ref) for ref in manifest.inputs.keyframe_images]
+    script = manifest.inputs.script
+    if script.stored_as:
+        stated.append(("the script", FileRef(path=script.stored_as, sha256=script.sha256, bytes=0)))
+    wrong = 0
+    for what, ref in stated:
+        if ref is None:
+            continue
+        path = folder / ref.path
+        if not path.is_file():
+            wrong += 1
+            report.problems.append(f"{ref.path}: {what} the record names is missing")
+        elif sha256_file(path) != ref.sha256:
+            wrong += 1
+            report.problems.append(f"{ref.path}: {what} does not have the sha256 the record states")
+    for clip in manifest.clips:
+        for keyframe in clip.keyframes:
+            if not (folder / keyframe).is_file():
+                wrong += 1
+                report.problems.append(f"{keyframe}: a keyframe of shot {clip.shot_id} is missing")
+    if manifest.edits and manifest.planning.edit_history is None:
+        wrong += 1
+        report.problems.append(f"{EDITS_JSON}: the record lists {len(manifest.edits)} human edits but no edit history file")
+    if (folder / EDITS_JSON).is_file():
+        try:
+            on_disk = load_edits(folder)
+        except (ValueError, KeyError) as error:
+            on_disk = None
+            report.problems.append(f"{EDITS_JSON} cannot be read ({error})")
+        if on_disk is not None and on_disk != manifest.edits:
+            wrong += 1
+            report.problems.append(f"{EDITS_JSON}: the edit history differs from the edits the record lists")
+    if not wrong:
+        report.checked.append("the script copy, planned shot list, edit history, exchanges and keyframes match the record")
+
+
+def _check_mp4(path: str, credentials: Credentials, signature: DetachedSignature | None, manifest: Manifest,
+               folder: Path, report: VerifyReport) -> bool:
     clips = {clip.file: clip for clip in manifest.clips}
-    for path, clip in clips.items():
-        if path in listed and clip.sha256 != listed[path].sha256:
-            report.problems.append(f"{path}: the shot record and the file list disagree on its sha256")
-    if manifest.signature is None:
-        report.problems.append("the delivery is not signed (signing.enabled was false): no Content Credentials to check")
+    if not credentials.present:
+        report.problems.append(f"{path}: no C2PA Content Credentials (stripped, or never signed)")
+        if credentials.error:
+            report.notes.append(f"{path}: the C2PA reader said: {credentials.error}")
+        return False
+    if credentials.failures or credentials.state not in ("Valid", "Trusted"):
+        report.problems.append(f"{path}: Content Credentials do not validate "
+                               f"({', '.join(credentials.failures) or credentials.state}); the file changed after it was signed")
+        return False
+    if signature is not None and (credentials.signer != signature.signer or not credentials.trusted):
+        who = credentials.signer.describe() if credentials.signer else "an unknown signer"
+        report.problems.append(f"{path}: signed by {who}, not by the delivery's signer {signature.signer.describe()}")
+        return False
+    data = credentials.nightshift
+    if data is None:
+        report.problems.append(f"{path}: Content Credentials are not Nightshift's (no provenance assertion)")
+        return False
+    if path in clips:
+        clip = clips[path]
+        if (data.get("shot"), data.get("spec_sha256"), data.get("rendered_sha256")) != (
+                clip.shot_id, clip.spec_sha256, clip.rendered_sha256):
+            report.problems.append(f"{path}: its credentials describe another shot or render than the record's "
+                                   f"{clip.shot_id}")
+            return False
+        return True
+    good = data.get("provenance_sha256") == manifest.provenance_sha256
+    if not good:
+        report.problems.append(f"{path}: its credentials name provenance {str(data.get('provenance_sha256'))[:16]}..., "
+                               "not this manifest's")
+    for other, digest in sorted((data.get("files") or {}).items()):
+        target = folder / other
+        if not target.is_file():
+            good = False
+            report.problems.append(f"{other}: missing, though {path}'s signed credentials list it")
+        elif sha256_file(target) != digest:
+            good = False
+            report.problems.append(f"{other}: changed since signing ({path}'s signed credentials record another sha256)")
+    return good
+
+
+def verify_delivery(folder: Path, trust: Path | None = None) -> VerifyReport:
+    report = VerifyReport(folder)
+    trusted_ca = _load_trust(trust)
+    manifest = _load(folder, report)
+    if manifest is None:
         return report
-    signed = [path for path in sorted(listed) if path.endswith(".mp4") and path in present]
-    good = 0
-    for path in signed:
-        credentials = read_credentials(folder / path)
-        if not credentials.present:
-            report.problems.append(f"{path}: no C2PA Content Credentials (stripped, or never signed)")
-            if credentials.error:
-                report.notes.append(f"{path}: the C2PA reader said: {credentials.error}")
-        elif credentials.failures or credentials.state not in ("Valid", "Trusted"):
-            report.problems.append(f"{path}: Content Credentials do not validate ({', '.join(credentials.failures) or credentials.state}); "
-                                   "the file changed after it was signed")
-        elif credentials.nightshift is None:
-            report.problems.append(f"{path}: Content Credentials are not Nightshift's (no provenance assertion)")
-        elif credentials.nightshift.get("provenance_sha256") != manifest.provenance_sha256:
-            report.problems.append(f"{path}: its credentials name provenance "
-                                   f"{str(credentials.nightshift.get('provenance_sha256'))[:16]}..., not this manifest's")
-        elif path in clips and credentials.nightshift.get("rendered_sha256") != clips[path].rendered_sha256:
-            report.problems.append(f"{path}: its credentials name a different render than the manifest's shot record")
-        else:
-            good += 1
-    if good == len(signed):
-        report.checked.append(f"all {good} MP4s carry valid C2PA credentials bound to the file and to this manifest")
-    if good and manifest.signature.local_ca:
-        report.notes.append(f"signed by {manifest.signature.signer} under a local CA: valid, but not on a public "
-                            "trust list (expected for `nightshift init`'s certificate)")
+    signature = _signature(folder, manifest, trusted_ca, report)
+    digest = provenance_digest(json.loads((folder / MANIFEST_JSON).read_text(encoding="utf-8")))
+    if digest == manifest.provenance_sha256:
+        report.checked.append(f"the record hashes to its provenance sha256 {digest[:16]}...")
+    else:
+        report.problems.append(f"{MANIFEST_JSON} was edited: its record hashes to {digest[:16]}..., "
+                               f"not the {manifest.provenance_sha256[:16]}... it was sealed with")
+    _files(folder, manifest, report)
+    _stated_hashes(folder, manifest, report)
+    listed = {f.path: f for f in manifest.outputs}
+    for clip in manifest.clips:
+        if clip.file in listed and clip.sha256 != listed[clip.file].sha256:
+            report.problems.append(f"{clip.file}: the shot record and the file list disagree on its sha256")
+    if manifest.signature is None:
+        return report
+    present = set(delivered_files(folder))
+    videos = sorted(path for path in present | set(listed) if path.endswith(".mp4") and path in present)
+    anchor = signature.anchor_pem() if signature is not None else None
+    good = sum(_check_mp4(path, read_credentials(folder / path, anchor), signature, manifest, folder, report)
+               for path in videos)
+    if good == len(videos) and signature is not None:
+        report.checked.append(f"all {good} MP4s carry valid C2PA credentials from the same signer as {MANIFEST_JSON}")
+    if signature is not None and trusted_ca is None:
+        kind = "a local CA (nightshift init's)" if manifest.signature.local_ca else "a CA you did not name"
+        report.notes.append(f"signed under {kind}: valid and consistent, but only `--trust CA.pem` says whose it is")
     return report

@@ -1,28 +1,43 @@
-"""Assembly: shots joined into one cut in shot-list order, streaming through PyAV.
+"""Assembly: shots joined into one cut in shot-list order, by stream copy.
 
-Cuts by default; a crossfade where a shot's transition asks for one (only the
-overlapping frames are held), a fade to black where it asks for a fade out.
-When any shot has sound (LTX-2), the cut gets one AAC track: each shot's audio
-placed where its pictures start, silence under silent shots, crossfaded with the
-pictures. Audio is read one shot at a time, after the pictures are encoded.
+Every shot is encoded once, at the delivery's format, with an IDR keyframe wherever a
+transition may start or end (renderers/transitions.py). The cut copies each shot's packets
+as they are and re-encodes only what it must: the frames of a crossfade or a fade out (and,
+for a clip without those keyframes, the frames up to its nearest keyframe). Those runs are
+encoded with the delivery's settings, so every packet shares one set of parameter sets, and
+cached under the folder's `.work/cut-runs/` by the packets that went into them: re-cutting
+after one shot changed re-encodes only the transitions next to it. Clips that cannot be
+joined that way (another codec, size, rate or encoder setting) make the whole cut re-encoded,
+and the report says why. Frames stay YUV throughout.
+
+Sound (LTX-2): when any shot has audio, the cut gets one AAC track (renderers/cut_sound.py).
 """
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from fractions import Fraction
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import av
-import numpy as np
 
+from nightshift.errors import NightshiftError
+from nightshift.files import atomic_output
+from nightshift.renderers.encode import (AudioTrack, EncodeSettings, add_audio_stream, encode_pictures,
+                                         open_mp4)
+from nightshift.renderers.clip_index import ClipIndex, index_clip
+from nightshift.renderers.cut_sound import audio_format, cut_sound, feed_until
+from nightshift.renderers.transitions import ShotPlacement, darken, mix, place_shots
 from nightshift.schemas import RenderPlan, Transition, slugify
-from nightshift.renderers.encode import EncodeSettings, encode_frames
 
-CROSSFADE_S = 0.5
-FADE_S = 0.75
+RUNS_FORMAT = 1  # part of every cached run's key: bump when how runs are made changes
+RUNS_KEPT_DAYS = 30
+CODEC_NAMES = {"libx264": "h264", "libx265": "hevc"}
+Progress = Callable[[int, int, str], None]  # (done, total, what)
 
 
 @dataclass(frozen=True)
@@ -31,153 +46,287 @@ class CutEntry:
     transition: Transition  # how this clip leaves for the next
 
 
-def _decode(path: Path) -> Iterator[np.ndarray]:
-    with av.open(str(path)) as container:
-        for frame in container.decode(video=0):
-            yield frame.to_ndarray(format="rgb24")
+# --------------------------------------------------------------------------- what is copied, what is encoded
 
 
-def _clip_rate(path: Path) -> Fraction:
-    with av.open(str(path)) as container:
+@dataclass(frozen=True)
+class Copy:
+    clip: int
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class Plain:
+    """Frames [start, end) of a clip, decoded and encoded again as they are."""
+
+    clip: int
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class Blend:
+    """`frames` frames of a clip from `start`, crossfaded into the next clip's first (`into`) or faded to black."""
+
+    clip: int
+    start: int
+    into: int | None
+    frames: int
+
+
+@dataclass(frozen=True)
+class FadeIn:
+    """A clip's first `frames` frames, brought up from black."""
+
+    clip: int
+    frames: int
+
+
+Run = tuple[Plain | Blend | FadeIn, ...]
+
+
+def plan_segments(clips: Sequence[ClipIndex], placements: Sequence[ShotPlacement], copy: bool) -> list[Copy | Run]:
+    """The cut as copied spans and encoded runs, in order. A span is copied from a keyframe to a keyframe
+    (or the clip's end), so it decodes alone; everything else joins the run around it."""
+    segments: list[Copy | Run] = []
+    run: list[Plain | Blend | FadeIn] = []
+    for index, (clip, place) in enumerate(zip(clips, placements)):
+        if place.fades_in:
+            run.append(FadeIn(index, place.fades_in))
+        shown_start, shown_end = max(place.head, place.fades_in), place.frames - place.tail
+        first = last = None
+        if copy:
+            first = next((k for k in clip.keyframes if k >= shown_start), None)
+            last = place.frames if not place.tail else max((k for k in clip.keyframes if k <= shown_end), default=None)
+        if first is not None and last is not None and first < last:
+            if shown_start < first:
+                run.append(Plain(index, shown_start, first))
+            if run:
+                segments.append(tuple(run))
+                run = []
+            segments.append(Copy(index, first, last))
+            if last < shown_end:
+                run.append(Plain(index, last, shown_end))
+        elif shown_start < shown_end:
+            run.append(Plain(index, shown_start, shown_end))
+        if place.tail:
+            into = index + 1 if place.leaves_by is Transition.crossfade else None
+            run.append(Blend(index, shown_end, into, place.tail))
+    if run:
+        segments.append(tuple(run))
+    return segments
+
+
+def _run_length(run: Run) -> int:
+    return sum(part.end - part.start if isinstance(part, Plain) else part.frames for part in run)
+
+
+def _span(part: Plain | Blend | FadeIn) -> tuple[int, int]:
+    """(first frame, frame count) of the part's own clip."""
+    if isinstance(part, Plain):
+        return part.start, part.end - part.start
+    return (part.start if isinstance(part, Blend) else 0), part.frames
+
+
+def _decode_range(clip: ClipIndex, start: int, end: int) -> Iterator[av.VideoFrame]:
+    """Frames [start, end) of a clip, decoding from the keyframe at or before `start`."""
+    with av.open(str(clip.path)) as container:
         stream = container.streams.video[0]
-        return Fraction(stream.average_rate or stream.guessed_rate)
+        if start and clip.regular:
+            container.seek(clip.first_pts + start * clip.tick, stream=stream, backward=True)
+        counted = 0
+        for frame in container.decode(stream):
+            number = (frame.pts - clip.first_pts) // clip.tick if clip.regular else counted
+            counted += 1
+            if number >= end:
+                return
+            if number >= start:
+                yield frame
+
+
+def _run_frames(clips: Sequence[ClipIndex], run: Run) -> Iterator[av.VideoFrame]:
+    for part in run:
+        if isinstance(part, Plain):
+            yield from _decode_range(clips[part.clip], part.start, part.end)
+            continue
+        if isinstance(part, FadeIn):
+            for number, frame in enumerate(_decode_range(clips[part.clip], 0, part.frames)):
+                yield darken(frame, 1 - (number + 1) / part.frames)
+            continue
+        outgoing = _decode_range(clips[part.clip], part.start, part.start + part.frames)
+        if part.into is None:
+            for number, frame in enumerate(outgoing):
+                yield darken(frame, (number + 1) / part.frames)
+        else:
+            incoming = _decode_range(clips[part.into], 0, part.frames)
+            for number, (leaving, arriving) in enumerate(zip(outgoing, incoming)):
+                yield mix(leaving, arriving, (number + 1) / (part.frames + 1))
+
+
+def _run_key(clips: Sequence[ClipIndex], run: Run, encode: EncodeSettings) -> str:
+    parts = [[type(part).__name__, clips[part.clip].digest, *_span(part),
+              clips[part.into].digest if isinstance(part, Blend) and part.into is not None else None] for part in run]
+    text = json.dumps({"format": RUNS_FORMAT, "encode": asdict(encode), "parts": parts}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:40]
+
+
+# --------------------------------------------------------------------------- the cut
 
 
 @dataclass
-class _Placement:
-    """Where a clip's pictures landed in the cut, filled in while the cut's frames are produced."""
+class CutReport:
+    """How a cut was made: what was copied, what encoded, and why the whole cut was encoded if it was."""
 
-    start: int = 0  # the cut frame where the clip's first frame shows
-    frames: int = 0  # the clip's own frame count
+    frames: int = 0
+    copied_frames: int = 0
+    encoded_frames: int = 0
+    runs: int = 0
+    runs_reused: int = 0
+    reencoded_because: str | None = None
+    seconds: float = 0.0
+    encode: dict[str, object] = field(default_factory=dict)
 
-
-def _counted(frames: Iterator[np.ndarray], placement: _Placement) -> Iterator[np.ndarray]:
-    for frame in frames:
-        placement.frames += 1
-        yield frame
-
-
-def _cut_frames(entries: Sequence[CutEntry], rate: Fraction,
-                placements: list[_Placement] | None = None) -> Iterator[np.ndarray]:
-    overlap = max(1, round(CROSSFADE_S * rate))
-    fade = max(1, round(FADE_S * rate))
-    carried: list[np.ndarray] = []  # the tail of the previous clip, for a crossfade
-    emitted = 0
-    for position, entry in enumerate(entries):
-        placement = _Placement(start=emitted)
-        if placements is not None:
-            placements.append(placement)
-        frames = _counted(_decode(entry.clip), placement)
-        for index, previous in enumerate(carried):
-            current = next(frames, None)
-            if current is None:
-                break
-            alpha = (index + 1) / (len(carried) + 1)
-            emitted += 1
-            yield (previous * (1 - alpha) + current * alpha).astype(np.uint8)
-        carried = []
-        last_clip = position == len(entries) - 1
-        hold = overlap if entry.transition is Transition.crossfade and not last_clip else 0
-        hold = fade if entry.transition is Transition.fade_out else hold
-        tail: deque[np.ndarray] = deque(maxlen=hold or None)
-        for frame in frames:
-            if hold:
-                if len(tail) == hold:
-                    emitted += 1
-                    yield tail[0]
-                tail.append(frame)
-            else:
-                emitted += 1
-                yield frame
-        if entry.transition is Transition.fade_out:
-            for index, frame in enumerate(tail):
-                emitted += 1
-                yield (frame * (1 - (index + 1) / len(tail))).astype(np.uint8)
-        elif hold:
-            carried = list(tail)
-    yield from carried
+    def describe(self) -> str:
+        how = (f"re-encoded whole ({self.reencoded_because})" if self.reencoded_because else
+               f"{self.copied_frames} frames copied, {self.encoded_frames} encoded in {self.runs} transition runs"
+               f" ({self.runs_reused} reused)")
+        return f"{self.frames} frames: {how}, {self.seconds:.1f} s"
 
 
-def _audio_format(entries: Sequence[CutEntry]) -> tuple[int, int] | None:
-    """(sample rate, channels) of the first clip with sound, or None when every clip is silent."""
-    for entry in entries:
-        with av.open(str(entry.clip)) as container:
-            if container.streams.audio:
-                stream = container.streams.audio[0]
-                return stream.rate, min(2, stream.codec_context.channels)
-    return None
-
-
-def _decode_audio(path: Path, sample_rate: int, channels: int) -> np.ndarray | None:
-    with av.open(str(path)) as container:
-        if not container.streams.audio:
-            return None
-        resampler = av.AudioResampler(format="fltp", layout="mono" if channels == 1 else "stereo", rate=sample_rate)
-        blocks = [out.to_ndarray() for frame in container.decode(audio=0) for out in resampler.resample(frame)]
-        blocks += [out.to_ndarray() for out in resampler.resample(None)]
-    return np.concatenate(blocks, axis=1) if blocks else None
-
-
-def _cut_audio(entries: Sequence[CutEntry], placements: list[_Placement], total_frames: list[int], rate: Fraction,
-               sample_rate: int, channels: int) -> Iterator[np.ndarray]:
-    """The cut's sound, clip by clip; called after the pictures, when every placement is known."""
-    to_samples = lambda frames: round(frames * sample_rate / rate)  # noqa: E731
-    written, pending = 0, np.zeros((channels, 0), np.float32)  # `pending` starts at sample `written`
-    for entry, placement in zip(entries, placements):
-        length = to_samples(placement.frames)
-        sound = _decode_audio(entry.clip, sample_rate, channels)
-        block = np.zeros((channels, length), np.float32)
-        if sound is not None:
-            block[:, :min(length, sound.shape[1])] = sound[:, :length]
-        start = to_samples(placement.start)
-        if start >= written + pending.shape[1]:
-            yield pending
-            yield np.zeros((channels, start - written - pending.shape[1]), np.float32)
-        else:  # a crossfade: the previous clip's tail and this clip's head overlap
-            keep = start - written
-            yield pending[:, :keep]
-            tail = pending[:, keep:]
-            ramp = np.linspace(0.0, 1.0, tail.shape[1], dtype=np.float32)
-            mixed = min(tail.shape[1], block.shape[1])
-            block[:, :mixed] = tail[:, :mixed] * (1 - ramp[:mixed]) + block[:, :mixed] * ramp[:mixed]
-        written, pending = start, block
-    end = to_samples(total_frames[0])
-    yield pending[:, :max(0, end - written)]
-    if end > written + pending.shape[1]:
-        yield np.zeros((channels, end - written - pending.shape[1]), np.float32)
-
-
-def assemble_cut(entries: Sequence[CutEntry], final: Path, encode: EncodeSettings = EncodeSettings()) -> int:
-    """Join clips (same size and rate) into `final`. Returns the number of frames in the cut."""
+def assemble_cut(entries: Sequence[CutEntry], final: Path, encode: EncodeSettings = EncodeSettings(),
+                 runs_dir: Path | None = None, progress: Progress | None = None) -> CutReport:
+    """`runs_dir`: where transition runs are cached (default: a `.cut-runs` folder beside `final`)."""
+    """Join clips (same size and rate) into `final`, copying every frame that need not change."""
     if not entries:
         raise ValueError("nothing to assemble: no clips")
-    rate = _clip_rate(entries[0].clip)
-    for entry in entries[1:]:
-        if _clip_rate(entry.clip) != rate:
-            raise ValueError(f"{entry.clip.name} runs at {_clip_rate(entry.clip)} fps, the cut at {rate}: render at one rate")
-    placements: list[_Placement] = []
-    total: list[int] = []  # the cut's frame count, known once the pictures are done
-    audio_format = _audio_format(entries)
+    started = time.perf_counter()
+    clips = [index_clip(entry.clip) for entry in entries]
+    rate = clips[0].rate
+    for clip in clips[1:]:
+        if clip.rate != rate:
+            raise ValueError(f"{clip.path.name} runs at {clip.rate} fps, the cut at {rate}: render at one rate")
+    placements = place_shots([c.frames for c in clips], [e.transition for e in entries], rate)
+    runs_dir = runs_dir or final.parent / ".cut-runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    report = CutReport(encode=asdict(encode))
+    reason = _why_not_copied(clips, encode)
+    segments = plan_segments(clips, placements, copy=reason is None)
+    sources = _encode_runs(clips, segments, encode, runs_dir, report, progress)
+    if reason is None:
+        reason = next((why for source in sources if (why := clips[0].joins(source[0])) is not None), None)
+        if reason is not None:  # a run encoded now does not match the shots: the configuration changed
+            segments = plan_segments(clips, placements, copy=False)
+            report = CutReport(encode=asdict(encode))
+            sources = _encode_runs(clips, segments, encode, runs_dir, report, progress)
+    report.reencoded_because = reason
+    audio = audio_format(clips)
+    _write_cut(final, sources, placements, clips, audio)
+    _prune(runs_dir)
+    report.frames = placements[-1].end
+    report.copied_frames = sum(s.end - s.start for s in segments if isinstance(s, Copy))
+    report.encoded_frames = report.frames - report.copied_frames
+    report.seconds = time.perf_counter() - started
+    return report
 
-    def pictures() -> Iterator[np.ndarray]:
-        count = 0
-        for frame in _cut_frames(entries, rate, placements):
-            count += 1
-            yield frame
-        total.append(count)
 
-    if audio_format is None:
-        return encode_frames(pictures(), final, rate, encode)
-    sample_rate, channels = audio_format
-    return encode_frames(pictures(), final, rate, encode, sample_rate=sample_rate, channels=channels,
-                         audio=_cut_audio(entries, placements, total, rate, sample_rate, channels))
+def _prune(runs_dir: Path) -> None:
+    cutoff = time.time() - RUNS_KEPT_DAYS * 86400
+    for run in runs_dir.glob("*.mp4"):
+        try:
+            if run.stat().st_mtime < cutoff:
+                run.unlink()
+        except FileNotFoundError:
+            pass  # another cut pruned it first
 
 
-def assemble_folder(folder: Path, plan: RenderPlan, encode: EncodeSettings = EncodeSettings()) -> Path:
-    """Join every rendered shot of `plan` found in folder/shots into <slug>.mp4, in shot-list order."""
-    shots_dir = folder / "shots"
-    entries = [CutEntry(shots_dir / f"{spec.shot_id}.mp4", spec.transition) for spec in plan.specs
-               if (shots_dir / f"{spec.shot_id}.mp4").exists()]
+def _why_not_copied(clips: Sequence[ClipIndex], encode: EncodeSettings) -> str | None:
+    wanted = CODEC_NAMES[encode.codec]
+    if clips[0].codec != wanted:
+        return f"the shots are {clips[0].codec} and render.codec asks for {wanted}"
+    return next((why for clip in clips if (why := clips[0].joins(clip)) is not None), None)
+
+
+def _encode_runs(clips: Sequence[ClipIndex], segments: Sequence[Copy | Run], encode: EncodeSettings, runs_dir: Path,
+                 report: CutReport, progress: Progress | None) -> list[tuple[ClipIndex, int, int]]:
+    """Each segment as (clip to copy from, first frame, end frame); runs are encoded (or found cached) first."""
+    runs = [segment for segment in segments if not isinstance(segment, Copy)]
+    sources: list[tuple[ClipIndex, int, int]] = []
+    for segment in segments:
+        if isinstance(segment, Copy):
+            sources.append((clips[segment.clip], segment.start, segment.end))
+            continue
+        path = runs_dir / f"{_run_key(clips, segment, encode)}.mp4"
+        report.runs += 1
+        if path.is_file():
+            report.runs_reused += 1
+            os.utime(path)  # in use: kept by _prune
+        else:
+            written = encode_pictures(_run_frames(clips, segment), path, clips[0].rate, encode)
+            if written != _run_length(segment):
+                path.unlink(missing_ok=True)
+                raise ValueError(f"a transition run made {written} frames where {_run_length(segment)} were due")
+        if progress is not None:
+            progress(report.runs, len(runs), "transitions encoded")
+        run = index_clip(path)
+        sources.append((run, 0, run.frames))
+    return sources
+
+
+def _write_cut(final: Path, sources: Sequence[tuple[ClipIndex, int, int]], placements: Sequence[ShotPlacement],
+               clips: Sequence[ClipIndex], audio: tuple[int, int] | None) -> None:
+    first = sources[0][0]
+    with atomic_output(final) as tmp, open_mp4(tmp, first.rate) as out, av.open(str(first.path)) as template:
+        video = out.add_stream_from_template(template.streams.video[0])
+        video.codec_tag = template.streams.video[0].codec_tag  # hvc1 stays hvc1 (the template leaves it out)
+        sound = None
+        if audio is not None:
+            sample_rate, channels = audio
+            track = AudioTrack(out, add_audio_stream(out, channels, sample_rate))
+            sound = cut_sound(clips, placements, first.rate, sample_rate, channels)
+        position = 0  # cut frames written so far
+        for clip, start, end in sources:
+            _copy_packets(out, video, clip, start, end, position)
+            position += end - start
+            if sound is not None:
+                feed_until(track, sound, round(position * sample_rate / first.rate))
+        if sound is not None:
+            for block in sound:
+                track.add(block)
+            track.close()
+
+
+def _copy_packets(out: av.container.OutputContainer, video: av.video.stream.VideoStream, clip: ClipIndex,
+                  start: int, end: int, position: int) -> None:
+    """Frames [start, end) of a clip, packets as they are, retimed to begin at cut frame `position`."""
+    low, high = clip.first_pts + start * clip.tick, clip.first_pts + end * clip.tick
+    shift = position * clip.tick - low
+    with av.open(str(clip.path)) as container:
+        stream = container.streams.video[0]
+        for packet in container.demux(stream):
+            if packet.pts is None or not low <= packet.pts < high:
+                continue
+            packet.pts += shift
+            packet.dts += shift
+            packet.duration = clip.tick
+            packet.stream = video
+            out.mux(packet)
+
+
+# --------------------------------------------------------------------------- a delivery folder
+
+
+def missing_shots(folder: Path, plan: RenderPlan) -> list[str]:
+    return [spec.shot_id for spec in plan.specs if not (folder / "shots" / f"{spec.shot_id}.mp4").is_file()]
+
+
+def assemble_folder(folder: Path, plan: RenderPlan, encode: EncodeSettings, runs_dir: Path,
+                    progress: Progress | None = None) -> tuple[Path, CutReport]:
+    """Join every shot of `plan` (all must be in folder/shots) into <slug>.mp4, in shot-list order."""
+    missing = missing_shots(folder, plan)
+    if missing:
+        raise NightshiftError(f"{folder}: shots {', '.join(missing)} are not rendered, so no cut was made",
+                              f"render them: nightshift render {folder} --shots {','.join(missing)}")
+    entries = [CutEntry(folder / "shots" / f"{spec.shot_id}.mp4", spec.transition) for spec in plan.specs]
     cut = folder / f"{slugify(plan.title)}.mp4"
-    assemble_cut(entries, cut, encode)
-    return cut
+    return cut, assemble_cut(entries, cut, encode, runs_dir, progress)

@@ -149,4 +149,5 @@ def shot_job(plan_folder: Path, out_folder: Path, shot_id: str) -> ShotJob:
 def finish_settings(settings: RenderDefaults) -> tuple[UpscaleSettings, EncodeSettings]:
     upscale = UpscaleSettings(width=settings.output_width, height=settings.output_height, fit=settings.upscale_fit,
                               sharpen=settings.upscale_sharpen)
-    return upscale, EncodeSettings(codec=settings.codec, crf=settings.crf, preset=settings.preset)
+    return upscale, EncodeSettings(codec=settings.codec, crf=settings.crf, preset=settings.preset,
+                                     keyframe_interval_s=settings.keyframe_interval_s)

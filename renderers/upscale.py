@@ -15,8 +15,9 @@ from av.filter import Graph
 
 from nightshift import faults
 
-from nightshift.renderers.encode import EncodeSettings, add_video_stream, exact_rate
 from nightshift.files import atomic_output
+from nightshift.renderers.encode import BT709, LIMITED_RANGE, EncodeSettings, add_video_stream, encode_picture, exact_rate, open_mp4
+from nightshift.renderers.transitions import edit_points
 
 if TYPE_CHECKING:
     from nightshift.renderers.upscale_model import SuperResolution
@@ -38,13 +39,16 @@ class UpscaleSettings:
 
 
 def filter_chain(settings: UpscaleSettings) -> list[tuple[str, str]]:
-    """The (filter, arguments) chain for libavfilter, aspect ratio kept."""
+    """The (filter, arguments) chain for libavfilter, aspect ratio kept. YUV in stays YUV (the scaler only
+    resamples); RGB in (a super-resolution model's output) is converted with the BT.709 matrix."""
     w, h = settings.width, settings.height
+    colour = "out_color_matrix=bt709:out_range=tv"
     if settings.fit == "pad":
-        chain = [("scale", f"w={w}:h={h}:force_original_aspect_ratio=decrease:force_divisible_by=2:flags={settings.scaler}"),
+        chain = [("scale", f"w={w}:h={h}:force_original_aspect_ratio=decrease:force_divisible_by=2:"
+                           f"flags={settings.scaler}:{colour}"),
                  ("pad", f"w={w}:h={h}:x=(ow-iw)/2:y=(oh-ih)/2:color=black")]
     else:
-        chain = [("scale", f"w={w}:h={h}:force_original_aspect_ratio=increase:flags={settings.scaler}"),
+        chain = [("scale", f"w={w}:h={h}:force_original_aspect_ratio=increase:flags={settings.scaler}:{colour}"),
                  ("crop", f"w={w}:h={h}")]
     chain.append(("setsar", "1"))
     if settings.sharpen > 0:
@@ -61,56 +65,59 @@ def upscale_to_4k(source: Path, final: Path, settings: UpscaleSettings = Upscale
     and the FFmpeg chain fits its output to the target size.
     """
     count = 0
-    with av.open(str(source)) as reader, atomic_output(final) as tmp, av.open(str(tmp), "w", format="mp4") as writer:
+    with av.open(str(source)) as reader, atomic_output(final) as tmp:
         video_in = reader.streams.video[0]
-        rate = video_in.average_rate or video_in.guessed_rate
-        video_out = add_video_stream(writer, settings.width, settings.height, rate, encode)
-        tick = 1 / exact_rate(Fraction(rate))
-        audio_in = reader.streams.audio[0] if reader.streams.audio else None
-        audio_out = writer.add_stream("aac", rate=audio_in.rate) if audio_in is not None else None
+        rate = exact_rate(Fraction(video_in.average_rate or video_in.guessed_rate))
+        with open_mp4(tmp, rate) as writer:
+            video_out = add_video_stream(writer, settings.width, settings.height, rate, encode)
+            # The source is our own native clip, just written: its sample count is its frame count.
+            keyframes = edit_points(video_in.frames, rate)
+            audio_in = reader.streams.audio[0] if reader.streams.audio else None
+            audio_out = writer.add_stream("aac", rate=audio_in.rate) if audio_in is not None else None
 
-        graph = Graph()
-        if model is None:
-            node = graph.add_buffer(template=video_in)
-        else:
-            node = graph.add_buffer(width=video_in.codec_context.width * model.scale,
-                                    height=video_in.codec_context.height * model.scale, format="rgb24",
-                                    time_base=video_in.time_base)
-        for name, args in filter_chain(settings):
-            nxt = graph.add(name, args)
-            node.link_to(nxt)
-            node = nxt
-        sink = graph.add("buffersink")
-        node.link_to(sink)
-        graph.configure()
+            graph = Graph()
+            if model is None:
+                node = graph.add_buffer(template=video_in)
+            else:
+                node = graph.add_buffer(width=video_in.codec_context.width * model.scale,
+                                        height=video_in.codec_context.height * model.scale, format="rgb24",
+                                        time_base=video_in.time_base)
+            for name, args in filter_chain(settings):
+                nxt = graph.add(name, args)
+                node.link_to(nxt)
+                node = nxt
+            sink = graph.add("buffersink")
+            node.link_to(sink)
+            graph.configure()
 
-        streams = [video_in] + ([audio_in] if audio_in is not None else [])
-        for packet in reader.demux(*streams):
-            if packet.stream is audio_in and audio_out is not None:
-                for audio_frame in packet.decode():
-                    audio_frame.pts = None
-                    writer.mux(audio_out.encode(audio_frame))
-                continue
-            for frame in packet.decode():
-                faults.reached("upscale")
-                graph.push(frame if model is None else _super_resolve(model, frame))
-                count += _drain(graph, writer, video_out, count, tick)
-        graph.push(None)
-        count += _drain(graph, writer, video_out, count, tick)
-        writer.mux(video_out.encode(None))
-        if audio_out is not None:
-            writer.mux(audio_out.encode(None))
+            streams = [video_in] + ([audio_in] if audio_in is not None else [])
+            for packet in reader.demux(*streams):
+                if packet.stream is audio_in and audio_out is not None:
+                    for audio_frame in packet.decode():
+                        audio_frame.pts = None
+                        writer.mux(audio_out.encode(audio_frame))
+                    continue
+                for frame in packet.decode():
+                    faults.reached("upscale")
+                    graph.push(frame if model is None else _super_resolve(model, frame))
+                    count += _drain(graph, writer, video_out, count, keyframes)
+            graph.push(None)
+            count += _drain(graph, writer, video_out, count, keyframes)
+            writer.mux(video_out.encode(None))
+            if audio_out is not None:
+                writer.mux(audio_out.encode(None))
     return count
 
 
 def _super_resolve(model: SuperResolution, frame: av.VideoFrame) -> av.VideoFrame:
-    result = av.VideoFrame.from_ndarray(model.upscale_rgb(frame.to_ndarray(format="rgb24")), format="rgb24")
+    rgb = frame.reformat(format="rgb24", src_colorspace="ITU709").to_ndarray()  # the network wants RGB
+    result = av.VideoFrame.from_ndarray(model.upscale_rgb(rgb), format="rgb24")
     result.pts, result.time_base = frame.pts, frame.time_base
     return result
 
 
 def _drain(graph: Graph, writer: av.container.OutputContainer, stream: av.video.stream.VideoStream, start: int,
-           time_base: Fraction) -> int:
+           keyframes: set[int]) -> int:
     """Encode whatever the filter graph has ready; frames are renumbered one tick per frame."""
     pulled = 0
     while True:
@@ -118,7 +125,6 @@ def _drain(graph: Graph, writer: av.container.OutputContainer, stream: av.video.
             frame = graph.pull()
         except (av.BlockingIOError, av.EOFError):
             return pulled
-        frame.pts = start + pulled
-        frame.time_base = time_base
-        writer.mux(stream.encode(frame))
+        frame.colorspace, frame.color_range = BT709, LIMITED_RANGE
+        encode_picture(writer, stream, frame, start + pulled, keyframes)
         pulled += 1

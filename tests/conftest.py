@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from nightshift.config import Settings
+from nightshift.verify import verify_delivery
+from tests.conformance import check_delivery, tools_present
 from tests.ollama_double import OllamaDouble
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,6 +39,28 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
     monkeypatch.chdir(tmp_path)
+
+
+_CONFORMED: dict[Path, int] = {}  # delivery folder -> manifest.json mtime when last checked
+
+
+@pytest.fixture(autouse=True)
+def _every_delivery_conforms(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """After each test, every new or re-sealed delivery under the session's temporary folder goes through
+    the conformance checks (tests/conformance.py); one a test tampered with on purpose (verify fails) is left."""
+    yield
+    if not tools_present():
+        if os.environ.get("CI"):
+            pytest.fail("ffmpeg/ffprobe are missing: scripts/setup.sh installs them (apt-get install ffmpeg)")
+        return
+    for manifest in tmp_path_factory.getbasetemp().rglob("manifest.json"):
+        folder, stamp = manifest.parent, manifest.stat().st_mtime_ns
+        if _CONFORMED.get(folder) == stamp or not (folder / "renders.json").is_file():
+            continue
+        _CONFORMED[folder] = stamp
+        if verify_delivery(folder).ok:
+            problems = check_delivery(folder)
+            assert not problems, f"{folder} does not conform:\n" + "\n".join(problems)
 
 
 @pytest.fixture

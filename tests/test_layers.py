@@ -3,10 +3,12 @@ project import inside a function. Layers, lowest first (a module may import its 
 
   0 ground     nightshift.{errors, files, schemas, config, families, faults, templating, plan_files, edits}
   1 stages     nightshift.agents.*, nightshift.renderers.*  (neither imports the other)
-  2 records    nightshift.{planning_job, records, provenance, signing, seal, verify, reproduce, delivery}
-  3 engine     nightshift.{engine, intake, steps, jobs, inbox, leases, queue, render_worker, render_child, gpu_lock}
+  2 records    nightshift.{planning_job, records, provenance, signing, credentials, seal, verify, reproduce,
+               delivery}
+  3 engine     nightshift.{engine, intake, steps, jobs, inbox, leases, queue, render_worker, render_child, gpu_lock,
+               plan_render}
   4 flows      nightshift.flows.*
-  5 commands   nightshift.{cli, cli_night, cli_queue, cli_provenance, project}
+  5 commands   nightshift.{cli, cli_night, cli_queue, cli_provenance, cli_progress, project}
 """
 
 from __future__ import annotations
@@ -21,12 +23,12 @@ LAYERS = {
     0: {"nightshift", "nightshift.errors", "nightshift.files", "nightshift.schemas", "nightshift.config",
         "nightshift.families", "nightshift.faults", "nightshift.templating", "nightshift.plan_files",
         "nightshift.edits", "nightshift.templates"},
-    2: {"nightshift.planning_job", "nightshift.records", "nightshift.provenance", "nightshift.signing", "nightshift.seal",
+    2: {"nightshift.planning_job", "nightshift.records", "nightshift.provenance", "nightshift.signing", "nightshift.credentials", "nightshift.seal",
         "nightshift.verify", "nightshift.reproduce", "nightshift.delivery"},
     3: {"nightshift.engine", "nightshift.intake", "nightshift.steps", "nightshift.jobs", "nightshift.inbox", "nightshift.leases", "nightshift.queue",
-        "nightshift.render_worker", "nightshift.render_child", "nightshift.gpu_lock"},
+        "nightshift.render_worker", "nightshift.render_child", "nightshift.gpu_lock", "nightshift.plan_render"},
     5: {"nightshift.cli", "nightshift.cli_night", "nightshift.cli_queue", "nightshift.cli_provenance",
-        "nightshift.project"},
+        "nightshift.cli_progress", "nightshift.project"},
 }
 
 

@@ -72,7 +72,7 @@ def test_manifest_round_trips_through_its_schema(animatic_delivery: Path) -> Non
     assert Manifest.model_validate_json(manifest.model_dump_json()) == manifest
     jsonschema.Draft202012Validator(json.loads(manifest_schema())).validate(json.loads(text))
     assert (animatic_delivery / MANIFEST_SCHEMA).read_text() == manifest_schema()
-    assert manifest.manifest_version == "2" and provenance_digest(json.loads(text)) == manifest.provenance_sha256
+    assert manifest.manifest_version == "3" and provenance_digest(json.loads(text)) == manifest.provenance_sha256
 
 
 def test_manifest_records_inputs_planning_shots_environment_and_lineage(animatic_delivery: Path) -> None:
@@ -106,18 +106,26 @@ def test_diffusers_delivery_records_model_weights_and_scheduler(diffusers_delive
 # --------------------------------------------------------------------------- C2PA and verify
 
 
-def test_credentials_name_the_model_the_edits_and_the_manifest(diffusers_delivery: Path) -> None:
+def test_credentials_name_the_model_the_shot_and_the_manifest(diffusers_delivery: Path) -> None:
     manifest = read_manifest(diffusers_delivery)
-    clip = manifest.clips[0]
+    clip, spec = manifest.clips[0], manifest.shots[0].spec
     credentials = read_credentials(diffusers_delivery / clip.file)
     assert credentials.ok and credentials.untrusted_signer  # a local CA: valid, not publicly trusted
     created, edited = credentials.actions[:2]
     assert created["action"] == "c2pa.created" and created["digitalSourceType"].endswith("/trainedAlgorithmicMedia")
     assert clip.model_id in created["description"] and edited["action"] == "c2pa.edited"
-    assert credentials.nightshift["provenance_sha256"] == manifest.provenance_sha256
-    assert credentials.nightshift["script"]["sha256"] == manifest.inputs.script.sha256
+    # A shot's credentials describe the shot alone (so it is signed once): its spec, model weights, keyframes.
+    own = credentials.nightshift
+    assert "provenance_sha256" not in own and own["spec"] == spec.model_dump(mode="json")
+    assert own["spec_sha256"] == clip.spec_sha256 and own["script_sha256"] == manifest.inputs.script.sha256
+    weights = {f.path: f.sha256 for f in manifest.models[0].files}
+    assert {w["path"]: w["sha256"] for w in own["model"]["weights"]} == weights and own["render"]["seed"] == clip.seed
     cut = read_credentials(diffusers_delivery / "paper-boat.mp4")
     assert cut.ok and cut.ingredients == len(manifest.clips)
+    assert cut.nightshift["provenance_sha256"] == manifest.provenance_sha256
+    placed = [a for a in cut.actions if a["action"] == "c2pa.placed"]
+    assert len(placed) == len(manifest.clips) and all(a["parameters"]["ingredients"] for a in placed)
+    assert cut.actions[0]["digitalSourceType"].endswith("/trainedAlgorithmicMedia")  # every shot from a model
 
 
 def test_fresh_deliveries_verify_clean(animatic_delivery: Path, diffusers_delivery: Path,
@@ -181,6 +189,7 @@ def test_shotlist_edits_are_recorded_and_history_grows(animatic_delivery: Path, 
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     for key, value in {"FPS": "8", "WIDTH": "256", "HEIGHT": "160", "OUTPUT_WIDTH": "640", "OUTPUT_HEIGHT": "360"}.items():
         monkeypatch.setenv(f"NIGHTSHIFT_RENDER__{key}", value)
+    monkeypatch.chdir(animatic_delivery.parents[2])  # the project that made it: the same signer re-signs
     folder = _copy(animatic_delivery, tmp_path)
     shotlist = json.loads((folder / "shotlist.json").read_text())
     before_action = shotlist["shots"][1]["action"]

@@ -137,7 +137,7 @@ def test_cut_keeps_each_shots_sound_in_place(tmp_path: Path, transition: str) ->
         encode_frames(_frames(24), clip, 24, audio=sound, sample_rate=rate if sound is not None else None)
         clips.append(clip)
     cut = tmp_path / "cut.mp4"
-    frames = assemble_cut([CutEntry(c, Transition(transition)) for c in clips], cut)
+    frames = assemble_cut([CutEntry(c, Transition(transition)) for c in clips], cut).frames
     info = probe(cut)
     assert info.has_audio and info.audio_codec == "aac" and info.audio_rate == rate
     assert info.frames == frames == (72 if transition == "cut" else 72 - 2 * 12)

@@ -13,10 +13,11 @@ from PIL import Image
 
 from nightshift.cli import main
 from nightshift.config import RenderDefaults
-from nightshift.schemas import KeyframeSpec, RenderSpec
+from nightshift.schemas import KeyframeSpec, RenderSpec, Transition
 from nightshift.renderers.diffusers_shot import DiffusersShotRenderer
 from nightshift.renderers.shots import choose_renderer
-from nightshift.renderers.encode import probe
+from nightshift.renderers.encode import exact_rate, probe
+from nightshift.renderers.transitions import place_shots
 from nightshift.renderers.keyframes import TextToImage, prepare_keyframes
 from nightshift.renderers.memory import RenderConfigError, plan_memory
 from nightshift.renderers.registry import REGISTRY, estimate_vram_gb, family_for_model
@@ -302,10 +303,13 @@ def test_render_cli_with_diffusers_makes_4k_clips_with_audio(corpus: Path, tmp_p
         assert info.has_audio and info.audio_codec == "aac" and record["audio"]
         assert not record["animatic"] and record["tier"] == "resident" and record["quantization"] == "none"
         assert record["keyframes"] and all((plan / k).is_file() for k in record["keyframes"])
+    assert not (plan / "paper-boat.mp4").exists()  # not every shot is rendered: no cut yet
+    assert main(["render", str(plan), "--renderer", "diffusers", "--device", "cpu"]) == 0  # the rest, then the cut
+    every = json.loads((plan / "renderplan.json").read_text())["specs"]
+    layout = place_shots([s["num_frames"] for s in every], [Transition(s["transition"]) for s in every],
+                         exact_rate(every[0]["fps"]))
     cut = probe(plan / "paper-boat.mp4")
-    rendered = sum(s["num_frames"] for s in specs)
-    crossfade = round(0.5 * specs[0]["fps"]) if specs[0]["transition"] == "crossfade" else 0
-    assert (cut.width, cut.height) == (3840, 2160) and cut.frames == rendered - crossfade
+    assert (cut.width, cut.height) == (3840, 2160) and cut.frames == layout[-1].end
     assert cut.has_audio and cut.audio_codec == "aac"  # the model's sound survives into the cut
     assert cut.audio_duration_s == pytest.approx(cut.duration_s, abs=0.1)
 
