@@ -64,25 +64,39 @@ def split_character(cue: str) -> tuple[str, str | None]:
     return cue, " ".join(extensions) or None
 
 
-def _dialogue(dialog: sp.Dialog, dual: bool) -> SceneElement:
+_TOGETHER = re.compile(r"\s+(?:AND|&)\s+")
+
+
+def _speech(dialog: sp.Dialog) -> tuple[str | None, str]:
+    """(the parenthetical before the first line, the speech with every later parenthetical where it stands)."""
+    leading: list[str] = []
+    spoken: list[str] = []
+    for is_paren, text in dialog.blocks:
+        text = _plain(text)
+        if is_paren and not spoken:
+            leading.append(text)
+        elif is_paren:
+            spoken.append(text if text.startswith("(") else f"({text})")
+        else:
+            spoken.append(text)
+    return (" ".join(leading) or None), " ".join(spoken)
+
+
+def _dialogue(dialog: sp.Dialog, dual: bool) -> list[SceneElement]:
+    """One element per speaker: "BRICK AND STEEL" (or "&") are two people saying the line together."""
     name, extension = split_character(dialog.character)
-    parentheticals = [_plain(text) for is_paren, text in dialog.blocks if is_paren]
-    lines = [_plain(text) for is_paren, text in dialog.blocks if not is_paren]
-    return SceneElement(
-        kind=ElementKind.dialogue,
-        character=name,
-        extension=extension,
-        parenthetical=" ".join(parentheticals) or None,
-        text=" ".join(lines),
-        dual=dual,
-    )
+    parenthetical, text = _speech(dialog)
+    names = [part.strip() for part in _TOGETHER.split(name) if part.strip()] or [name]
+    return [SceneElement(kind=ElementKind.dialogue, character=speaker, extension=extension,
+                         parenthetical=parenthetical, text=text, dual=dual or index > 0)
+            for index, speaker in enumerate(names)]
 
 
 def parse_fountain(text: str) -> tuple[dict[str, str], list[Scene]]:
     """Parse Fountain text (already decoded, BOM stripped) into its title page and scenes.
 
-    Elements before the first heading (FADE IN:, a cold open) belong to no scene;
-    action there becomes a scene of its own only when there is no heading at all.
+    Elements before the first heading that are picture or sound (a cold open: action, a voice-over,
+    centred titles) become scene 1, "COLD OPEN"; a lone FADE IN: there belongs to no scene.
     """
     # Whitespace-only lines are blank lines in every editor, except Fountain's deliberate two spaces.
     text = _BLANKISH.sub("", text)
@@ -114,10 +128,11 @@ def parse_fountain(text: str) -> tuple[dict[str, str], list[Scene]]:
                 )
             )
         elif isinstance(paragraph, sp.Dialog):
-            add(_dialogue(paragraph, dual=False))
+            for element in _dialogue(paragraph, dual=False):
+                add(element)
         elif isinstance(paragraph, sp.DualDialog):
-            add(_dialogue(paragraph.left, dual=False))
-            add(_dialogue(paragraph.right, dual=True))
+            for element in _dialogue(paragraph.left, dual=False) + _dialogue(paragraph.right, dual=True):
+                add(element)
         elif isinstance(paragraph, sp.Transition):
             add(SceneElement(kind=ElementKind.transition, text=_plain(paragraph.line)))
         elif isinstance(paragraph, sp.PageBreak):
@@ -134,6 +149,9 @@ def parse_fountain(text: str) -> tuple[dict[str, str], list[Scene]]:
                 add(SceneElement(kind=ElementKind.action, text=text_block))
         # Sections (#) and synopses (=) are the writer's outline, not picture: skipped.
 
-    if not scenes and any(e.kind in (ElementKind.action, ElementKind.dialogue) for e in preamble):
-        scenes.append(Scene(number=1, heading="UNTITLED SCENE", elements=preamble))
+    if any(e.kind in (ElementKind.action, ElementKind.dialogue, ElementKind.centered) for e in preamble):
+        # A cold open (action, a voice-over, titles before the first heading) is a scene of its own.
+        heading = "COLD OPEN" if scenes else "UNTITLED SCENE"
+        scenes = [Scene(number=1, heading=heading, forced=True, elements=preamble)] + [
+            scene.model_copy(update={"number": scene.number + 1}) for scene in scenes]
     return title_page, scenes

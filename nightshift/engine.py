@@ -205,6 +205,10 @@ class NightEngine:
                     except SigningError as error:  # a bad certificate fails the job once, not every poll
                         raise ShotFailed(f"{title}: {spec.shot_id} rendered but could not be signed: {error}",
                                          error.hint) from None
+                    except OSError as error:
+                        if not is_disk_full(error):
+                            raise
+                        raise DiskFull(f"{title}: {spec.shot_id}: the disk filled up signing it ({error})") from error
                     record_shot(out_folder, record)
                     self.say(f"{title}: {spec.shot_id} done: {record.backend} model={record.model_id or '-'} tier={record.tier} "
                              f"quantization={record.quantization} device={record.device} {record.frames} frames "
@@ -274,6 +278,9 @@ class NightEngine:
             self.store.save(job)
             faults.reached("deliver")
             delivered = move_into_place(work, target)
+        except DiskFull as full:  # signing found the disk full
+            self._pause(self.store.load(job.id), full.report())
+            raise
         except OSError as error:
             if not is_disk_full(error):
                 raise

@@ -69,5 +69,6 @@ DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)  # the kernel's words for a full
 
 
 def is_disk_full(error: BaseException) -> bool:
-    """ENOSPC or a quota, however the library wrapped it (PyAV's errors carry errno too)."""
-    return getattr(error, "errno", None) in DISK_FULL_ERRNOS
+    """ENOSPC or a quota, however the library wrapped it (PyAV's errors carry errno too; c2pa's say it in words)."""
+    return getattr(error, "errno", None) in DISK_FULL_ERRNOS or any(
+        words in str(error) for words in ("No space left on device", "Disk quota exceeded"))

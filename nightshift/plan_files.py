@@ -61,7 +61,10 @@ def _load(path: Path, model: type[BaseModel]) -> tuple[BaseModel, str]:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise ShotListError(path, "no such file") from None
+        error = ShotListError(path, "no such file")
+        error.hint = ("`nightshift plan SCRIPT` writes output/plans/<slug>/; after `nightshift run` or a night, "
+                      "edit the delivery's own output/<date>/<slug>/shotlist.json and `nightshift render` that folder")
+        raise error from None
     try:
         text = raw.decode("utf-8-sig")
         data = json.loads(text)

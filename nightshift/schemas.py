@@ -80,9 +80,13 @@ class Scene(_Model):
                 speaker = element.character or ""
                 if element.extension:
                     speaker += f" ({element.extension})"
+                if element.dual:
+                    speaker += " (at the same time)"
                 if element.parenthetical:
                     speaker += f" {element.parenthetical}"
                 lines.append(f"{speaker}: {element.text}")
+            elif element.kind is ElementKind.centered:
+                lines.append(f"TITLE CARD: {element.text}")
             elif element.kind is not ElementKind.page_break:
                 lines.append(element.text)
         return "\n".join(line for line in lines if line)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nightshift.errors import NightshiftError
+from nightshift.errors import DiskFull, NightshiftError, is_disk_full
 from nightshift.files import atomic_output
 
 SIGNING_DIR = Path(".nightshift") / "signing"
@@ -160,6 +160,8 @@ def sign_video(path: Path, definition: dict[str, Any], signer: Any,
     except NightshiftError:
         raise
     except Exception as error:  # noqa: BLE001
+        if is_disk_full(error):  # not the certificate's fault: the work waits for space
+            raise DiskFull(f"{path.name}: the disk filled up while signing it ({error})") from error
         raise SigningError(f"{path.name}: signing its Content Credentials failed: {error}",
                            "check the signing certificate (nightshift init makes a local one)") from None
 

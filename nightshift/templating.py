@@ -12,7 +12,6 @@ sandbox forbids, is one line naming the template (TemplateLimit), never a traceb
 from __future__ import annotations
 
 import hashlib
-import html
 import operator
 import re
 import sys
@@ -34,12 +33,15 @@ def _capitalize_first(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|])")
+_ENTITY = re.compile(r"&(?=#?\w+;)")
+
+
 def md_cell(value: object) -> str:
-    """Text made safe for one Markdown table cell: no HTML, no pipes, no line breaks, no links."""
-    text = html.escape(" ".join(str(value if value is not None else "").split()), quote=True)
-    text = text.replace("|", "\\|").replace("`", "\\`").replace("[", "\\[").replace("]", "\\]")
-    text = text.replace("*", "\\*").replace("_", "\\_")
-    return text
+    """Text made safe for one Markdown table cell, and still plain to read: a backslash before what Markdown
+    would act on (emphasis, code, links, HTML tags, the cell's pipe, an entity), line breaks folded."""
+    text = " ".join(str(value if value is not None else "").split())
+    return _ENTITY.sub("\\&", _MARKDOWN_SPECIAL.sub(r"\\\1", text))
 
 
 MAX_OUTPUT_CHARS = 20_000_000  # a shotlist.md of a 2,000-scene feature is ~2 MB

@@ -276,6 +276,8 @@ def _encode_runs(clips: Sequence[ClipIndex], segments: Sequence[Copy | Run], enc
 def _write_cut(final: Path, sources: Sequence[tuple[ClipIndex, int, int]], placements: Sequence[ShotPlacement],
                clips: Sequence[ClipIndex], audio: tuple[int, int] | None) -> None:
     first = sources[0][0]
+    # One reordering depth for the whole cut, so decode times step one frame at a time across every join.
+    lead = max(clip.lead(start, end) for clip, start, end in sources)
     with atomic_output(final) as tmp, open_mp4(tmp, first.rate) as out, av.open(str(first.path)) as template:
         video = out.add_stream_from_template(template.streams.video[0])
         video.codec_tag = template.streams.video[0].codec_tag  # hvc1 stays hvc1 (the template leaves it out)
@@ -286,7 +288,7 @@ def _write_cut(final: Path, sources: Sequence[tuple[ClipIndex, int, int]], place
             sound = cut_sound(clips, placements, first.rate, sample_rate, channels)
         position = 0  # cut frames written so far
         for clip, start, end in sources:
-            _copy_packets(out, video, clip, start, end, position)
+            _copy_packets(out, video, clip, start, end, position, lead)
             position += end - start
             if sound is not None:
                 feed_until(track, sound, round(position * sample_rate / first.rate))
@@ -297,20 +299,22 @@ def _write_cut(final: Path, sources: Sequence[tuple[ClipIndex, int, int]], place
 
 
 def _copy_packets(out: av.container.OutputContainer, video: av.video.stream.VideoStream, clip: ClipIndex,
-                  start: int, end: int, position: int) -> None:
-    """Frames [start, end) of a clip, packets as they are, retimed to begin at cut frame `position`."""
+                  start: int, end: int, position: int, lead: int) -> None:
+    """Frames [start, end) of a clip, packets as they are, shown from cut frame `position`: each packet's
+    display time moves with it, its decode time is its place in the cut's decode order less `lead` frames."""
     low, high = clip.first_pts + start * clip.tick, clip.first_pts + end * clip.tick
-    shift = position * clip.tick - low
+    decoded = position - lead
     with av.open(str(clip.path)) as container:
         stream = container.streams.video[0]
         for packet in container.demux(stream):
             if packet.pts is None or not low <= packet.pts < high:
                 continue
-            packet.pts += shift
-            packet.dts += shift
+            packet.pts = (packet.pts - low) + position * clip.tick
+            packet.dts = decoded * clip.tick
             packet.duration = clip.tick
             packet.stream = video
             out.mux(packet)
+            decoded += 1
 
 
 # --------------------------------------------------------------------------- a delivery folder

@@ -29,6 +29,13 @@ class ClipIndex:
     extradata: bytes
     digest: str  # sha256 of its video packets: what a cached run made from it depends on
     has_audio: bool
+    decode_order: tuple[int, ...] = ()  # frame numbers in the order the packets are stored (decoded)
+
+    def lead(self, start: int, end: int) -> int:
+        """How many frames the decode order of frames [start, end) runs ahead of their display order at most
+        (B-frames: usually 2). The span starts at a keyframe, so this is the span's own reordering depth."""
+        inside = [frame - start for frame in self.decode_order if start <= frame < end]
+        return max([position - frame for position, frame in enumerate(inside)] + [0])
 
     def joins(self, other: ClipIndex) -> str | None:
         """Why `other`'s packets cannot follow this clip's in one stream, or None when they can."""
@@ -64,5 +71,6 @@ def index_clip(path: Path) -> ClipIndex:
     first, tick = min(stamps), max(1, round(exact_tick))
     regular = exact_tick.denominator == 1 and sorted(stamps) == list(range(first, first + tick * len(stamps), tick))
     keyframes = tuple(sorted((k - first) // tick for k in keys)) if regular else (0,)
+    order = tuple((stamp - first) // tick for stamp in stamps) if regular else ()
     return ClipIndex(path, len(stamps), keyframes, rate, tick, first, regular, codec, size, extradata,
-                     digest.hexdigest(), has_audio)
+                     digest.hexdigest(), has_audio, order)

@@ -97,12 +97,13 @@ def _moving(count: int, shade: int) -> list[np.ndarray]:
     return frames
 
 
-def _finished_shots(tmp_path: Path, lengths: tuple[int, ...], encode: EncodeSettings = EncodeSettings()) -> list[Path]:
+def _finished_shots(tmp_path: Path, lengths: tuple[int, ...], encode: EncodeSettings = EncodeSettings(),
+                    fps: float = 24) -> list[Path]:
     """Shots made the way every renderer finishes them: a native encode, then the upscale that encodes for delivery."""
     shots = []
     for number, count in enumerate(lengths):
         native, final = tmp_path / f"native{number}.mp4", tmp_path / f"shot{number}.mp4"
-        encode_frames(_moving(count, 40 + 50 * number), native, 24)
+        encode_frames(_moving(count, 40 + 50 * number), native, fps)
         upscale_to_4k(native, final, UpscaleSettings(width=192, height=128), encode)
         shots.append(final)
     return shots
@@ -154,6 +155,17 @@ def test_cut_copies_every_frame_outside_transitions_and_decodes_like_a_full_enco
     with av.open(str(tmp_path / "cut.mp4")) as container:
         stream = container.streams.video[0]
         assert stream.duration * stream.time_base == Fraction(len(expected), 24)
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("fps", [24, 23.976, 25])
+def test_shots_and_their_cut_have_exact_timing_at_film_and_video_rates(tmp_path: Path, fps: float) -> None:
+    shots = _finished_shots(tmp_path, (37, 29, 41), fps=fps)
+    transitions = [Transition.crossfade, Transition.fade_out, Transition.cut]
+    report = assemble_cut([CutEntry(s, t) for s, t in zip(shots, transitions)], tmp_path / "cut.mp4")
+    for shot, frames in zip(shots, (37, 29, 41)):
+        assert check_mp4(shot, frames, "h264") == []
+    assert check_mp4(tmp_path / "cut.mp4", report.frames, "h264") == []  # constant steps across every join
 
 
 def test_a_cuts_only_film_is_the_shots_packets_unchanged(tmp_path: Path) -> None:
