@@ -168,7 +168,9 @@ class Intake:
                   created=datetime.now().isoformat(timespec="microseconds"))
         faults.reached("plan")
         try:
-            result = self.engine.steps.plan(taken.original_name, lambda: plan_script_file(taken.path, self.engine.settings, out_dir=work))
+            # No storyboard yet: the delivery draws one from the rendered frames.
+            result = self.engine.steps.plan(taken.original_name, lambda: plan_script_file(
+                taken.path, self.engine.settings, out_dir=work, storyboard=False))
         except (NightshiftError, ValueError, OSError) as error:
             shutil.rmtree(work, ignore_errors=True)
             if is_disk_full(error):

@@ -30,7 +30,8 @@ def render_plan_folder(engine: NightEngine, plan_folder: Path, shot_ids: list[st
     shotlist, plan = load_plan_folder(plan_folder)
     edited = sha256_file(plan_folder / SHOTLIST_JSON) != plan.shotlist_sha256
     if edited:
-        plan = plan_from_shotlist(plan_folder / SHOTLIST_JSON, engine.settings, source="nightshift render").plan
+        plan = plan_from_shotlist(plan_folder / SHOTLIST_JSON, engine.settings, source="nightshift render",
+                                  storyboard=False).plan  # the cut writes it, with the frames as rendered
         engine.say("shotlist.json was edited: render plan rebuilt; shots whose spec changed will render again")
     folder = out_dir or plan_folder
     check_same_signer(folder, engine.settings)

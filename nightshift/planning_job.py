@@ -19,6 +19,7 @@ from nightshift.plan_files import (
     write_shotlist,
     write_shotlist_md,
 )
+from nightshift.renderers.storyboard import write_storyboard
 from nightshift.schemas import RenderPlan, ShotList, slugify
 from nightshift.templating import TemplateSet
 
@@ -42,8 +43,10 @@ def plan_script_file(
     planner: PlannerChoice | None = None,
     out_dir: Path | None = None,
     progress: ProgressCallback | None = None,
+    storyboard: bool = True,
 ) -> PlanResult:
-    """Read, parse and plan a script; write shotlist.json, shotlist.md, renderplan.json and their schemas."""
+    """Read, parse and plan a script; write shotlist.json, shotlist.md, renderplan.json, their schemas and (unless
+    `storyboard` is False: the night's work folders get theirs, with rendered frames, at delivery) storyboard.pdf."""
     script, decoded = read_script(
         script_path,
         max_bytes=int(settings.intake.max_script_mb * 1_000_000),
@@ -57,11 +60,14 @@ def plan_script_file(
     exchanges = [settings.planner_cache_dir / key[:2] / f"{key}.json" for key in shotlist.planner.exchanges]
     start_history(folder, shotlist, script_path, script_path.name, [p for p in exchanges if p.is_file()])
     plan = write_render_plan(shotlist, shotlist_sha, settings.render, templates)
-    return PlanResult(folder, shotlist, plan, shotlist_path, write_renderplan(folder, plan))
+    renderplan = write_renderplan(folder, plan)
+    if storyboard:
+        write_storyboard(folder, shotlist, plan)
+    return PlanResult(folder, shotlist, plan, shotlist_path, renderplan)
 
 
 def plan_from_shotlist(shotlist_path: Path, settings: Settings, out_dir: Path | None = None,
-                       source: str = "nightshift plan --from-shotlist") -> PlanResult:
+                       source: str = "nightshift plan --from-shotlist", storyboard: bool = True) -> PlanResult:
     """Rebuild renderplan.json (and shotlist.md) from a shotlist.json the user edited; the json is not rewritten.
 
     The changes since the last shot list seen are appended to the edit history (provenance/edits.json)."""
@@ -74,4 +80,7 @@ def plan_from_shotlist(shotlist_path: Path, settings: Settings, out_dir: Path | 
     write_schemas(folder)
     write_shotlist_md(folder, shotlist, templates)
     plan = write_render_plan(shotlist, shotlist_sha, settings.render, templates)
-    return PlanResult(folder, shotlist, plan, shotlist_path, write_renderplan(folder, plan))
+    renderplan = write_renderplan(folder, plan)
+    if storyboard:
+        write_storyboard(folder, shotlist, plan)
+    return PlanResult(folder, shotlist, plan, shotlist_path, renderplan)

@@ -256,6 +256,8 @@ def derived_from(relative: str, manifest: Manifest, cut_name: str) -> list[str]:
         "renderplan.json": ["shotlist.json", "templates"],
         "shotlist.json": [PLANNED_SHOTLIST, EDITS_JSON],
         "shotlist.md": ["shotlist.json"],
+        "storyboard.pdf": ["shotlist.json", "renderplan.json"] + sorted(clips) + sorted(
+            k for c in manifest.clips for k in c.keyframes),
         "renders.json": sorted(clips),
         PLANNED_SHOTLIST: [script] + [e.path for e in manifest.planning.exchanges],
         LAST_SHOTLIST: ["shotlist.json"],

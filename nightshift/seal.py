@@ -27,13 +27,14 @@ from nightshift.records import load_records, save_records
 from nightshift.renderers.assemble import assemble_folder
 from nightshift.renderers.encode import exact_rate
 from nightshift.renderers.shots import finish_settings
+from nightshift.renderers.storyboard import write_storyboard
 from nightshift.renderers.timeline import write_timelines
 from nightshift.schemas import CutRecord, slugify
 from nightshift.signing import MANIFEST_JWS, Signer, make_signer, sign_detached, sign_video, signing_identity
 from nightshift.templating import TemplateSet
 
 # The delivery steps after the last shot, in order: what progress reports name.
-FINISH_STEPS = ("assembling the cut", "writing the timeline", "signing the cut", "sealing the record")
+FINISH_STEPS = ("assembling the cut", "writing the timeline and storyboard", "signing the cut", "sealing the record")
 Report = Callable[[str, float, str], None]  # (step, how far through it 0-1, detail)
 
 
@@ -55,7 +56,8 @@ def make_cut(folder: Path, settings: Settings, report: Report = _quiet) -> CutRe
     clips = [records[spec.shot_id] for spec in plan.specs]
     rate = exact_rate(clips[0].fps)
     timelines, skipped = write_timelines(folder, shotlist, plan, records, rate)
-    report(FINISH_STEPS[1], 1.0, "; ".join([", ".join(path.name for path in timelines), *skipped]))
+    storyboard = write_storyboard(folder, shotlist, plan)  # now with the rendered frames
+    report(FINISH_STEPS[1], 1.0, "; ".join([", ".join(path.name for path in [*timelines, storyboard]), *skipped]))
     return CutRecord(file=cut.name, frames=result.frames, fps=float(rate), copied_frames=result.copied_frames,
                      encoded_frames=result.encoded_frames, transition_runs=result.runs,
                      reencoded_because=result.reencoded_because, encoded_as=encode.describe(),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import platform
 import time
 from dataclasses import asdict, dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -33,6 +34,7 @@ class ShotJob:
     shots_dir: Path
     keyframes_dir: Path
     work_dir: Path
+    heading: str = ""  # the shot's scene heading, for the animatic
 
 
 @dataclass(frozen=True)
@@ -119,7 +121,9 @@ class AnimaticShotRenderer:
         spec, started, t0 = job.spec, now_utc(), time.perf_counter()
         faults.reached("render")
         native = job.work_dir / f"{spec.shot_id}.native.mp4"
-        frames = encode_frames(AnimaticRenderer().frames(job.shot, spec), native, spec.fps, self.finish.encode)
+        aspect = Fraction(self.finish.upscale.width, self.finish.upscale.height)  # drawn at the delivery's aspect
+        frames = encode_frames(AnimaticRenderer().frames(job.shot, spec, job.heading, aspect), native, spec.fps,
+                               self.finish.encode)
         final = self.finish.native_to_4k(job, native)
         return ClipRecord(
             shot_id=spec.shot_id, backend=self.name, animatic=True, model_id=None, tier="none (animatic)",
@@ -143,7 +147,9 @@ def shot_job(plan_folder: Path, out_folder: Path, shot_id: str) -> ShotJob:
     if shot is None or spec is None:
         raise NightshiftError(f"{plan_folder}: no shot {shot_id} in this plan", "see shotlist.md for the shot ids")
     (out_folder / ".work").mkdir(parents=True, exist_ok=True)
-    return ShotJob(shot, spec, plan_folder, out_folder / "shots", out_folder / "keyframes", out_folder / ".work")
+    heading = next((scene.heading for scene in shotlist.scenes if scene.number == shot.scene), "")
+    return ShotJob(shot, spec, plan_folder, out_folder / "shots", out_folder / "keyframes", out_folder / ".work",
+                   heading)
 
 
 def finish_settings(settings: RenderDefaults) -> tuple[UpscaleSettings, EncodeSettings]:

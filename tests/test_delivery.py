@@ -207,7 +207,7 @@ def test_re_rendering_one_shot_changes_only_that_shot_the_cut_and_the_records(
     records = {"renders.json", "renderplan.json", "shotlist.json", "shotlist.md", "manifest.json", "manifest.jws",
                "manifest.md",
                "provenance/edits.json", "provenance/shotlist.last.json", "paper-boat.mp4", "paper-boat.otio",
-               "paper-boat.edl", "paper-boat.xml"}
+               "paper-boat.edl", "paper-boat.xml", "storyboard.pdf"}
     assert target.file in changed and changed <= records | {target.file}
     others = [c.file for c in read_manifest(folder).clips if c.file != target.file]
     assert all(after[path] == before[path] for path in others)  # signed once: never signed again

@@ -156,3 +156,34 @@ def test_silent_shots_make_a_silent_cut(tmp_path: Path) -> None:
         encode_frames(_frames(6), clip, 24)
     assemble_cut([CutEntry(c, Transition.cut) for c in clips], tmp_path / "cut.mp4")
     assert not probe(tmp_path / "cut.mp4").has_audio
+
+
+def test_the_animatic_is_a_storyboard_in_motion_at_the_delivery_aspect() -> None:
+    from fractions import Fraction
+
+    from nightshift.renderers.animatic import AnimaticRenderer
+    from nightshift.schemas import CameraMove, Framing, RenderSpec, Shot
+
+    def shot(framing: Framing, move: CameraMove, characters: list[str]) -> Shot:
+        return Shot(id="s01-sh01", scene=1, framing=framing, camera_move=move, characters=characters,
+                    action="Mara climbs the stair.", first_frame="a", last_frame="b", duration_s=1.0,
+                    dialogue="MARA: Not tonight.")
+
+    spec = RenderSpec(shot_id="s01-sh01", family="ltx", model_id="m", prompt="p", seed=1, steps=1, guidance=1.0,
+                      width=320, height=213,
+                      fps=8, num_frames=8, duration_s=1.0)
+    heading = "EXT. LIGHTHOUSE - NIGHT"
+    pan = list(AnimaticRenderer().frames(shot(Framing.wide, CameraMove.pan_right, ["MARA"]), spec, heading,
+                                         Fraction(16, 9)))
+    assert pan[0].shape == (180, 320, 3)  # the spec's width at 16:9: nothing to pillarbox
+    band = slice(0, int(180 * 0.05) + 30)  # the header inside the title-safe area
+    assert np.array_equal(pan[0][band], pan[-1][band])  # the text stays still ...
+    assert not np.array_equal(pan[0][60:140], pan[-1][60:140])  # ... while the camera moves the drawing
+    figure = np.array([196, 186, 170])
+
+    def figure_share(framing: Framing) -> float:
+        frame = next(AnimaticRenderer().frames(shot(framing, CameraMove.static, ["MARA"]), spec, heading,
+                                               Fraction(16, 9)))
+        return float(np.mean(np.all(np.abs(frame.astype(int) - figure) < 12, axis=2)))
+
+    assert figure_share(Framing.wide) < figure_share(Framing.medium) < figure_share(Framing.close)

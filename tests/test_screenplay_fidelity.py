@@ -112,3 +112,23 @@ def test_transitions_are_kept(planned: ShotList) -> None:
 def test_markdown_is_plain_text_not_html() -> None:
     assert md_cell("BRICK & STEEL: Beer's ready!") == "BRICK & STEEL: Beer's ready!"
     assert md_cell("<b>*bold*</b> | [link](x)") == "\\<b\\>\\*bold\\*\\</b\\> \\| \\[link\\](x)"
+
+
+def test_a_plan_folder_has_a_storyboard_with_every_scene(tmp_path: Path) -> None:
+    from math import ceil
+
+    from pypdf import PdfReader
+
+    from nightshift.planning_job import plan_script_file
+    from nightshift.renderers.storyboard import STORYBOARD_PDF
+
+    result = plan_script_file(SCRIPT, Settings(project_dir=tmp_path, planner={"kind": "rules"}), "rules",
+                              out_dir=tmp_path / "plan")
+    reader = PdfReader(str(result.folder / STORYBOARD_PDF))
+    scenes = {}
+    for shot in result.shotlist.shots:
+        scenes[shot.scene] = scenes.get(shot.scene, 0) + 1
+    assert len(reader.pages) == sum(ceil(count / 6) for count in scenes.values())  # each scene starts a page
+    assert reader.metadata.title == "Salt and Iron: storyboard"
+    page = reader.pages[0]
+    assert float(page.mediabox.width) / float(page.mediabox.height) == pytest.approx(16 / 9, abs=0.01)
