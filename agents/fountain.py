@@ -143,6 +143,8 @@ def parse_fountain(text: str) -> tuple[dict[str, str], list[Scene]]:
                 continue
             if paragraph.centered:
                 add(SceneElement(kind=ElementKind.centered, text=text_block))
+            elif text_block.startswith("~"):  # lyrics: sung, kept as words
+                add(SceneElement(kind=ElementKind.action, text=f"Sung: {text_block.strip('~ ')}"))
             elif _LOOSE_TRANSITIONS.match(text_block):
                 add(SceneElement(kind=ElementKind.transition, text=text_block))
             else:

@@ -107,6 +107,8 @@ def name_case(name: str) -> str:
     def word(match: re.Match[str]) -> str:
         head, _, tail = match.group(0).partition("'")
         cased = head[:1].upper() + head[1:].lower()
+        if cased.startswith("Mc") and len(cased) > 2:
+            cased = "Mc" + cased[2:].capitalize()
         if not _:
             return cased
         return f"{cased}'{tail.lower() if len(tail) <= 2 else tail[:1].upper() + tail[1:].lower()}"
@@ -114,15 +116,14 @@ def name_case(name: str) -> str:
 
 
 def clean_action(text: str, names: list[str]) -> str:
-    """Screenplay typography out, plain prose in: 'BRICK BRADDOCK (40s), broad' -> 'Brick Braddock, broad';
-    'The door SLAMS' -> 'The door slams'. Capitals that name someone become the name; other emphasis goes."""
+    """Screenplay typography out, plain prose in: 'BRICK BRADDOCK (40s), broad' -> 'Brick Braddock, broad'.
+    Capitals that name someone (the whole run: a surname too) become the name; the rest keeps the script's
+    own casing ("The door SLAMS" is the writer's emphasis)."""
     def run(match: re.Match[str]) -> str:
         words = match.group(0)
         if any(re.search(rf"(?<![\w]){re.escape(name)}(?![\w])", words) for name in names):
             return name_case(words)
-        if len(words) <= 3 or words in ("V.O.", "O.S.", "O.C.", "POV"):
-            return words  # an acronym: TV, FBI
-        return words.lower()
+        return words
 
     for name in names:  # an introduction's age or description in brackets goes with the capitals
         text = re.sub(rf"(?<![\w])({re.escape(name)}(?:\s+[A-Z][A-Z'\-]+)*)\s*\([^)]*\)", r"\1", text)
@@ -195,14 +196,16 @@ class RulesPlanner:
         heard += [m.group(1).lower() for m in _SOUND_WORDS.finditer(text)]
         return ", ".join(dict.fromkeys(h for h in heard if h))
 
-    def _establishing(self, scene: Scene, setting: str, description: str | None, ambience: str) -> ShotDraft:
+    def _establishing(self, scene: Scene, setting: str, description: str | None, ambience: str,
+                      names: list[str]) -> ShotDraft:
         heading_cues = f"{scene.heading} {description or ''}"
         framing = _first_match(heading_cues, _FRAMING_CUES[:2], Framing.wide)
         camera = _first_match(scene.heading, _CAMERA_CUES[:1], None) or (
             CameraMove.drone if framing is Framing.aerial else CameraMove.push_in if scene.interior == "INT" else CameraMove.pan_right
         )
         place = setting or scene.heading.lower()
-        text = description or f"Establishing view of {place}."
+        text = clean_action(description, names) if description else f"Establishing view of {place}."
+        text = text[:1].upper() + text[1:]
         parts = sentences(text)
         words = len(text.split())
         return ShotDraft(
@@ -321,7 +324,7 @@ class RulesPlanner:
             description, *rest = self.beats(first_action.text)
             position = elements.index(first_action)
             elements[position : position + 1] = [first_action.model_copy(update={"text": t}) for t in rest]
-        shots = [self._establishing(scene, setting, description, ambience)]
+        shots = [self._establishing(scene, setting, description, ambience, character_names)]
 
         present: list[str] = []
         previous_speaker: str | None = None

@@ -160,8 +160,9 @@ def sign_video(path: Path, definition: dict[str, Any], signer: Any,
     except NightshiftError:
         raise
     except Exception as error:  # noqa: BLE001
-        if is_disk_full(error):  # not the certificate's fault: the work waits for space
-            raise DiskFull(f"{path.name}: the disk filled up while signing it ({error})") from error
+        # c2pa reports a failed write in its own words ("Io: Other: ..."): a full disk is told by the space left.
+        if is_disk_full(error) or shutil.disk_usage(path.parent).free < path.stat().st_size + (1 << 20):
+            raise DiskFull(f"{path.name}: No space left on device to sign it (the C2PA library said: {error})") from error
         raise SigningError(f"{path.name}: signing its Content Credentials failed: {error}",
                            "check the signing certificate (nightshift init makes a local one)") from None
 

@@ -5,7 +5,8 @@ published screenplay) with one instance of each construct: a cold open with a vo
 titles, a character introduced in capitals, lines spoken together, a voice-over with CONT'D, a speech
 with parentheticals between its lines, a long speech, two characters who share a name, a possessive,
 a sound the script says is heard, a verb that only looks like a sound, an off-screen line, centred
-THE END, transitions.
+THE END, transitions; and the rest of Fountain: a forced heading, notes, boneyard, sections and
+synopses, forced action, dual dialogue, a forced character cue, lyrics, a page break.
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ def test_prose_keeps_the_scripts_casing_and_reads_as_english(planned: ShotList) 
     [intro] = _with(planned.shots, "wipes oil")
     assert intro.action.startswith("Brick Braddock, broad as a door")  # no "Brick BRADDOCK (40s)"
     [shutter] = _with(planned.shots, "The shutter")
-    assert shutter.action == "The shutter slams behind him."
+    assert shutter.action == "The shutter SLAMS behind him."  # the writer's emphasis is theirs
     establishing = [s.action for s in planned.shots if s.action.startswith("Establishing")]
     assert "Establishing view of interior, braddock garage, by day." in establishing  # not "at day"
     assert any(a.endswith("at night.") for a in establishing)
@@ -106,7 +107,24 @@ def test_prose_keeps_the_scripts_casing_and_reads_as_english(planned: ShotList) 
 def test_transitions_are_kept(planned: ShotList) -> None:
     [before_flat] = [s for s in planned.shots if s.scene == 3][-1:]
     assert before_flat.transition is Transition.crossfade
-    assert [s for s in planned.shots if s.scene == 4][-2].transition is Transition.fade_out
+    [sofa] = _with(planned.shots, "Brick looks up from the sofa.")
+    assert sofa.transition is Transition.fade_out
+
+
+def test_the_rest_of_fountain_is_read_as_fountain(planned: ShotList) -> None:
+    headings = [scene.heading for scene in planned.scenes]
+    assert "FLASHBACK - THE FERRY" in headings  # a forced heading (".")
+    text = " ".join(f"{s.action} {s.dialogue or ''}" for s in planned.shots)
+    assert "too tidy" not in text and "landlord" not in text  # notes and boneyard never reach a shot
+    assert "Act two" not in text and "open door" not in text  # sections and synopses are the outline
+    [horn] = _with(planned.shots, "FERRY HORN SOUNDS TWICE")  # forced action ("!"), as written
+    assert horn.action == "THE FERRY HORN SOUNDS TWICE."
+    [together] = _with(planned.shots, "I told you twice.")  # dual dialogue ("^")
+    assert together.framing is Framing.two_shot and together.characters == ["BRICK", "STEEL"]
+    [ferryman] = _with(planned.shots, "Nobody listens to the ferryman.")  # a forced cue ("@")
+    assert ferryman.characters == ["McCLANE"] and ferryman.action == "McClane speaks"
+    assert _with(planned.shots, "Sung: Row, row, the water's low")  # lyrics are kept, as sung
+    assert planned.scenes[-1].heading == "INT. STEEL'S FLAT - LATER"  # after a page break ("===")
 
 
 def test_markdown_is_plain_text_not_html() -> None:
