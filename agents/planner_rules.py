@@ -56,6 +56,8 @@ _TRANSITIONS: tuple[tuple[str, Transition], ...] = (
     (r"dissolve|match cut|crossfade", Transition.crossfade),
 )
 _PRONOUN = re.compile(r"\b(she|he|her|his|him)\b", re.IGNORECASE)
+_HE = re.compile(r"\b(he|him|his|himself)\b", re.IGNORECASE)
+_SHE = re.compile(r"\b(she|her|hers|herself)\b", re.IGNORECASE)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _CLAUSE = re.compile(r",\s+(?=(?:until|and then|then|as|while|before|after|past|where|when)\b)")
 
@@ -157,6 +159,28 @@ def characters_in(text: str, names: list[str]) -> list[str]:
     return sorted(found, key=names.index)
 
 
+def _pronoun(text: str) -> str | None:
+    he, she = len(_HE.findall(text)), len(_SHE.findall(text))
+    return None if he == she else "he" if he > she else "she"
+
+
+def pronouns_of(scenes: list[Scene], names: list[str]) -> dict[str, str]:
+    """'he' or 'she' for each character the action refers to so: the pronoun of sentences naming them alone."""
+    votes: dict[str, list[str]] = {}
+    for scene in scenes:
+        for element in scene.elements:
+            if element.kind is not ElementKind.action:
+                continue
+            last: str | None = None  # "STEEL ducks in. She kicks it shut.": the next sentence's pronoun is hers
+            for sentence in sentences(element.text):
+                mentioned = characters_in(sentence, names)
+                subject = mentioned[0] if len(mentioned) == 1 else last if not mentioned else None
+                if subject is not None and (pronoun := _pronoun(sentence)) is not None:
+                    votes.setdefault(subject, []).append(pronoun)
+                last = mentioned[0] if len(mentioned) == 1 else (last if not mentioned else None)
+    return {name: max(set(found), key=found.count) for name, found in votes.items()}
+
+
 @dataclass(frozen=True)
 class RulesPlanner:
     """Deterministic shot planning. Same scene in, same shots out."""
@@ -221,10 +245,13 @@ class RulesPlanner:
             duration_s=self._seconds(words, self.pacing.action_words_per_minute, self.pacing.establishing_s),
         )
 
-    def _action_shot(self, text: str, names: list[str], present: list[str], ambience: str) -> ShotDraft:
+    def _action_shot(self, text: str, names: list[str], present: list[str], ambience: str,
+                     pronouns: dict[str, str]) -> ShotDraft:
         in_frame = characters_in(text, names)
         if not in_frame and present and _PRONOUN.search(text):
-            in_frame = [present[-1]]  # "She stops..." continues with whoever was last in frame
+            # "She laughs" continues with the last one in frame the script calls "she", else whoever was last.
+            pronoun = _pronoun(text)
+            in_frame = [next((n for n in reversed(present) if pronouns.get(n) == pronoun), present[-1])]
         text = clean_action(text, names)
         text = text[:1].upper() + text[1:]
         default_framing = Framing.wide if not in_frame else Framing.two_shot if len(in_frame) > 1 else Framing.medium
@@ -313,7 +340,8 @@ class RulesPlanner:
                          last_frame=f"Title card reading \"{text}\"", motion="", sound="",
                          duration_s=self._seconds(len(text.split()), self.pacing.action_words_per_minute, 3.0))
 
-    def plan_scene(self, scene: Scene, character_names: list[str]) -> list[ShotDraft]:
+    def plan_scene(self, scene: Scene, character_names: list[str],
+                   pronouns: dict[str, str] | None = None) -> list[ShotDraft]:
         setting = scene_setting(scene)
         # The scene's ambience: what its heading and action say is heard (never what someone says), this scene only.
         ambience = self._sound(f"{scene.heading} {' '.join(e.text for e in scene.elements if e.kind is ElementKind.action)}")
@@ -333,7 +361,7 @@ class RulesPlanner:
             element = elements[index]
             if element.kind is ElementKind.action:
                 for beat in self.beats(element.text):
-                    shot = self._action_shot(beat, character_names, present, ambience)
+                    shot = self._action_shot(beat, character_names, present, ambience, pronouns or {})
                     present[:] = [n for n in present if n not in shot.characters] + shot.characters
                     shots.append(shot)
             elif element.kind is ElementKind.dialogue:

@@ -8,7 +8,7 @@ from typing import Literal
 
 from nightshift.agents.planner_cache import PlannerCache
 from nightshift.agents.planner_ollama import OllamaShotPlanner, normalize_host, ollama_version
-from nightshift.agents.planner_rules import RulesPlanner, scene_setting
+from nightshift.agents.planner_rules import RulesPlanner, pronouns_of, scene_setting
 from nightshift.config import Settings
 from nightshift.errors import OllamaModelMissing, OllamaUnavailable, PlannerError
 from nightshift.schemas import PlannerInfo, SceneSummary, Script, Shot, ShotDraft, ShotList
@@ -81,6 +81,7 @@ def plan_script(
     llm = _choose_planner(choice, settings, notes)
     rules = RulesPlanner(settings.pacing)
     names = [c.name for c in script.characters]
+    pronouns = pronouns_of(script.scenes, names)
     style = settings.render.style
     exchanges: list[str] = []
 
@@ -100,7 +101,7 @@ def plan_script(
         if progress:
             progress(done, total, scene.heading)
         if llm is None:
-            shots += _to_shots(scene.number, rules.plan_scene(scene, names), "rules")
+            shots += _to_shots(scene.number, rules.plan_scene(scene, names, pronouns), "rules")
             continue
         try:
             drafts, exchange = llm.plan_scene(scene, script, bible, style)
@@ -110,7 +111,7 @@ def plan_script(
             if settings.planner.on_failure == "fail" or isinstance(error, OllamaModelMissing):
                 raise
             warnings.append(f"scene {scene.number} ({scene.heading}): {error}; planned with the rules planner instead")
-            shots += _to_shots(scene.number, rules.plan_scene(scene, names), "rules (fallback)")
+            shots += _to_shots(scene.number, rules.plan_scene(scene, names, pronouns), "rules (fallback)")
     if progress:
         progress(total, total, "done")
 

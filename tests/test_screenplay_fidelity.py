@@ -4,7 +4,7 @@ tests/screenplays/constructs.fountain is our own script (written for this test, 
 published screenplay) with one instance of each construct: a cold open with a voice-over and centred
 titles, a character introduced in capitals, lines spoken together, a voice-over with CONT'D, a speech
 with parentheticals between its lines, a long speech, two characters who share a name, a possessive,
-a sound the script says is heard, a verb that only looks like a sound, an off-screen line, centred
+a pronoun after someone else spoke, a sound the script says is heard, a verb that only looks like a sound, an off-screen line, centred
 THE END, transitions; and the rest of Fountain: a forced heading, notes, boneyard, sections and
 synopses, forced action, dual dialogue, a forced character cue, lyrics, a page break.
 """
@@ -78,6 +78,11 @@ def test_a_long_speech_is_covered_at_speaking_pace_in_several_shots(planned: Sho
     assert {s.framing for s in speech} >= {Framing.medium_close, Framing.over_the_shoulder}
     assert any(s.characters == ["YOUNG EDWARD"] for s in speech)  # the listener's reverse
     assert all(s.dialogue.rstrip().endswith((".", "!", "?")) for s in speech)  # split at sentences
+
+
+def test_a_pronoun_goes_to_the_character_the_script_calls_so(planned: ShotList) -> None:
+    [laugh] = _with(planned.shots, "She laughs and sits down anyway.")
+    assert laugh.characters == ["STEEL"]  # not BRICK, who spoke last: the script calls Steel "she"
 
 
 def test_centred_text_becomes_title_cards(planned: ShotList) -> None:
