@@ -15,6 +15,7 @@ import json
 import shutil
 import struct
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
 
@@ -114,15 +115,11 @@ def video_timing(path: Path) -> dict[str, Fraction | int]:
 
 
 def _probe(path: Path) -> dict:
-    done = subprocess.run(["ffprobe", "-v", "error", "-show_streams", "-show_format", "-of", "json", str(path)],
+    """ffprobe's streams, format and packets (one call)."""
+    done = subprocess.run(["ffprobe", "-v", "error", "-show_streams", "-show_format", "-show_entries",
+                           "packet=stream_index,pts,duration", "-of", "json", str(path)],
                           capture_output=True, text=True, check=True)
     return json.loads(done.stdout)
-
-
-def _video_packets(path: Path) -> list[tuple[int, int]]:
-    done = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "packet=pts,duration",
-                           "-of", "csv=p=0", str(path)], capture_output=True, text=True, check=True)
-    return [(int(pts), int(duration)) for pts, duration, *_ in (line.split(",") for line in done.stdout.split())]
 
 
 def check_mp4(path: Path, frames: int, codec: str) -> list[str]:
@@ -140,6 +137,8 @@ def check_mp4(path: Path, frames: int, codec: str) -> list[str]:
             problems.append(f"no {box} box in the video sample entry ({layout['sample']})")
     info = _probe(path)
     video = next(s for s in info["streams"] if s["codec_type"] == "video")
+    packets = [(int(p["pts"]), int(p["duration"])) for p in info.get("packets", [])
+               if p["stream_index"] == video["index"]]
     tags = {key: video.get(key) for key in ("color_primaries", "color_transfer", "color_space", "color_range")}
     if tags != {"color_primaries": "bt709", "color_transfer": "bt709", "color_space": "bt709", "color_range": "tv"}:
         problems.append(f"colour tags {tags}")
@@ -154,7 +153,6 @@ def check_mp4(path: Path, frames: int, codec: str) -> list[str]:
     tick = 1 / (rate * time_base)
     if tick.denominator != 1:
         problems.append(f"timescale {time_base.denominator} does not count whole frames at {rate} fps")
-    packets = _video_packets(path)
     stamps = sorted(pts for pts, _ in packets)
     steps = {b - a for a, b in zip(stamps, stamps[1:])}
     if steps - {int(tick)} or {duration for _, duration in packets} - {int(tick)}:
@@ -181,16 +179,17 @@ def check_mp4(path: Path, frames: int, codec: str) -> list[str]:
 def check_delivery(folder: Path) -> list[str]:
     """Conformance problems of every MP4 in a delivery folder, against its own manifest and plan."""
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-    problems = []
+    checks = []
     for shot in manifest["shots"]:
         clip = shot["clip"]
         codec = {"libx264": "h264", "libx265": "hevc"}[clip["encode_settings"].get("codec", "libx264")]
-        problems += check_mp4(folder / clip["file"], shot["spec"]["num_frames"], codec)
+        checks.append((folder / clip["file"], shot["spec"]["num_frames"], codec))
     cut = manifest.get("cut")
     if cut is not None:
         specs = [shot["spec"] for shot in manifest["shots"]]
         layout = place_shots([s["num_frames"] for s in specs], [Transition(s["transition"]) for s in specs],
                              exact_rate(specs[0]["fps"]))
         codec = {"libx264": "h264", "libx265": "hevc"}[cut["encode_settings"].get("codec", "libx264")]
-        problems += check_mp4(folder / cut["file"], layout[-1].end, codec)
-    return problems
+        checks.append((folder / cut["file"], layout[-1].end, codec))
+    with ThreadPoolExecutor(max_workers=2) as pool:  # each check waits on ffmpeg and ffprobe
+        return [problem for found in pool.map(lambda check: check_mp4(*check), checks) for problem in found]

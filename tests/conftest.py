@@ -44,16 +44,14 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
 _CONFORMED: dict[Path, int] = {}  # delivery folder -> manifest.json mtime when last checked
 
 
-@pytest.fixture(autouse=True)
-def _every_delivery_conforms(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """After each test, every new or re-sealed delivery under the session's temporary folder goes through
-    the conformance checks (tests/conformance.py); one a test tampered with on purpose (verify fails) is left."""
-    yield
+def _check_new_deliveries(root: Path) -> None:
+    """Conformance (tests/conformance.py) of every new or re-sealed delivery under `root`; one a test tampered
+    with on purpose (verify fails) is left."""
     if not tools_present():
         if os.environ.get("CI"):
             pytest.fail("ffmpeg/ffprobe are missing: scripts/setup.sh installs them (apt-get install ffmpeg)")
         return
-    for manifest in tmp_path_factory.getbasetemp().rglob("manifest.json"):
+    for manifest in root.rglob("manifest.json"):
         folder, stamp = manifest.parent, manifest.stat().st_mtime_ns
         if _CONFORMED.get(folder) == stamp or not (folder / "renders.json").is_file():
             continue
@@ -61,6 +59,20 @@ def _every_delivery_conforms(tmp_path_factory: pytest.TempPathFactory) -> Iterat
         if verify_delivery(folder).ok:
             problems = check_delivery(folder)
             assert not problems, f"{folder} does not conform:\n" + "\n".join(problems)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_deliveries_conform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """At the end, every delivery a module's fixtures made (outside any one test's folder) is checked too."""
+    yield
+    _check_new_deliveries(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(autouse=True)
+def _every_delivery_conforms(tmp_path: Path) -> Iterator[None]:
+    """After each test, every delivery it made in its own folder goes through the conformance checks."""
+    yield
+    _check_new_deliveries(tmp_path)
 
 
 @pytest.fixture
