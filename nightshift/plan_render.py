@@ -27,7 +27,7 @@ def render_plan_folder(engine: NightEngine, plan_folder: Path, shot_ids: list[st
                        out_dir: Path | None = None) -> RenderResult:
     """Render the shots of a plan folder (all not done, or `shot_ids`), then cut it again; a delivery
     re-rendered in place is sealed again with the change noted."""
-    shotlist, plan = load_plan_folder(plan_folder)
+    _, plan = load_plan_folder(plan_folder)
     edited = sha256_file(plan_folder / SHOTLIST_JSON) != plan.shotlist_sha256
     if edited:
         plan = plan_from_shotlist(plan_folder / SHOTLIST_JSON, engine.settings, source="nightshift render",
@@ -51,7 +51,7 @@ def render_plan_folder(engine: NightEngine, plan_folder: Path, shot_ids: list[st
     missing = missing_shots(folder, plan) or [s.shot_id for s in shots_not_done(folder, plan.specs)]
     if missing:  # a cut of some shots would look finished: none is made until every shot exists
         engine.say(f"no cut: shots {', '.join(missing)} are not rendered yet; render them with "
-                 f"nightshift render {folder} --shots {','.join(missing)} (or without --shots for all)")
+                   f"nightshift render {folder} --shots {','.join(missing)} (or without --shots for all)")
         return RenderResult(folder, rendered, None, missing)
     cut = folder / f"{slugify(plan.title)}.mp4"
     if not specs and not edited and cut.is_file():

@@ -22,7 +22,7 @@ from nightshift.errors import NightshiftError
 from nightshift.files import now_utc, sha256_file, write_atomic
 from nightshift.plan_files import load_plan_folder
 from nightshift.provenance import (MANIFEST_JSON, MANIFEST_SCHEMA, Manifest, OutputFile, Signature, build_manifest,
-                                   derived_from, file_ref, manifest_schema, write_manifest_md)
+                                   derived_from, manifest_schema, write_manifest_md)
 from nightshift.records import load_records, save_records
 from nightshift.renderers.assemble import assemble_folder
 from nightshift.renderers.encode import exact_rate
@@ -102,7 +102,10 @@ def seal_delivery(folder: Path, settings: Settings, *, script_name: str, script_
         signed = {cut_name} | {clip.file for clip in manifest.clips if clip.sha256 != clip.rendered_sha256}
         report(FINISH_STEPS[2], 1.0, signer.describe())
     report(FINISH_STEPS[3], 0.0, "")
-    manifest.outputs = [OutputFile(**file_ref(folder, p).model_dump(), signed=p in signed,
+    # Files hashed for the cut's credentials are unchanged since (only the cut was written after): not read again.
+    hashed = files if identity is not None else {}
+    manifest.outputs = [OutputFile(path=p, sha256=hashed.get(p) or sha256_file(folder / p),
+                                   bytes=(folder / p).stat().st_size, signed=p in signed,
                                    derived_from=derived_from(p, manifest, cut_name)) for p in delivered_files(folder)]
     write_atomic(folder / MANIFEST_JSON, manifest.model_dump_json(indent=2))
     if identity is not None:

@@ -341,10 +341,3 @@ def check_detached(path: Path, signature: DetachedSignature, compact: str, signa
     except Exception:  # noqa: BLE001 - jwcrypto raises InvalidJWSSignature and others
         raise SigningError(f"{path.name} does not match its signature in {signature_file.name}: "
                            "it was changed after it was signed") from None
-
-
-def verify_detached(path: Path, signature_file: Path) -> DetachedSignature:
-    """Check `signature_file` (a detached JWS) against `path`. Raises SigningError saying what is wrong."""
-    signature, compact = read_detached(signature_file)
-    check_detached(path, signature, compact, signature_file)
-    return signature

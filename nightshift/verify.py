@@ -25,11 +25,30 @@ from pydantic import ValidationError
 
 from nightshift.edits import EDITS_JSON, load_edits
 from nightshift.errors import NightshiftError
-from nightshift.files import sha256_file
+from nightshift.files import OutsideStudio, inside, sha256_file
 from nightshift.provenance import MANIFEST_JSON, MANIFEST_VERSION, FileRef, Manifest, provenance_digest
 from nightshift.seal import delivered_files
 from nightshift.signing import (MANIFEST_JWS, Credentials, DetachedSignature, SigningError, check_detached,
                                 read_credentials, read_detached)
+
+
+class Digests:
+    """The sha256 of each file of one delivery, computed once, for paths that stay inside it (a record names them,
+    and a forged record could name anything)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.known = folder, {}  # relative path -> sha256
+
+    def path(self, relative: str) -> Path | None:
+        try:
+            return inside(self.folder / relative, self.folder, what="a file the record names")
+        except OutsideStudio:
+            return None
+
+    def of(self, relative: str) -> str:
+        if relative not in self.known:
+            self.known[relative] = sha256_file(self.folder / relative)
+        return self.known[relative]
 
 
 @dataclass
@@ -119,7 +138,7 @@ def _signature(folder: Path, manifest: Manifest, trust: Any, report: VerifyRepor
     return signature
 
 
-def _files(folder: Path, manifest: Manifest, report: VerifyReport) -> None:
+def _files(folder: Path, manifest: Manifest, report: VerifyReport, digests: Digests) -> None:
     listed = {f.path: f for f in manifest.outputs}
     present = set(delivered_files(folder))
     for path in sorted(set(listed) - present):
@@ -128,7 +147,7 @@ def _files(folder: Path, manifest: Manifest, report: VerifyReport) -> None:
         report.problems.append(f"extra: {path} is not in the manifest")
     altered = 0
     for path in sorted(set(listed) & present):
-        found = sha256_file(folder / path)
+        found = digests.of(path)
         if found != listed[path].sha256:
             altered += 1
             report.problems.append(f"altered: {path} (sha256 {found[:16]}..., the manifest says {listed[path].sha256[:16]}...)")
@@ -136,7 +155,7 @@ def _files(folder: Path, manifest: Manifest, report: VerifyReport) -> None:
         report.checked.append(f"all {len(listed)} files present, none extra, every sha256 matches")
 
 
-def _stated_hashes(folder: Path, manifest: Manifest, report: VerifyReport) -> None:
+def _stated_hashes(folder: Path, manifest: Manifest, report: VerifyReport, digests: Digests) -> None:
     """Every hash the record states outside its file list, re-checked against the file itself."""
     stated: list[tuple[str, FileRef | None]] = [("the planned shot list", manifest.planning.machine_shotlist),
                                                 ("the edit history", manifest.planning.edit_history)]
@@ -149,16 +168,20 @@ def _stated_hashes(folder: Path, manifest: Manifest, report: VerifyReport) -> No
     for what, ref in stated:
         if ref is None:
             continue
-        path = folder / ref.path
-        if not path.is_file():
+        path = digests.path(ref.path)
+        if path is None:
+            wrong += 1
+            report.problems.append(f"{ref.path}: {what} the record names lies outside the delivery")
+        elif not path.is_file():
             wrong += 1
             report.problems.append(f"{ref.path}: {what} the record names is missing")
-        elif sha256_file(path) != ref.sha256:
+        elif digests.of(ref.path) != ref.sha256:
             wrong += 1
             report.problems.append(f"{ref.path}: {what} does not have the sha256 the record states")
     for clip in manifest.clips:
         for keyframe in clip.keyframes:
-            if not (folder / keyframe).is_file():
+            found = digests.path(keyframe)
+            if found is None or not found.is_file():
                 wrong += 1
                 report.problems.append(f"{keyframe}: a keyframe of shot {clip.shot_id} is missing")
     if manifest.edits and manifest.planning.edit_history is None:
@@ -178,7 +201,7 @@ def _stated_hashes(folder: Path, manifest: Manifest, report: VerifyReport) -> No
 
 
 def _check_mp4(path: str, credentials: Credentials, signature: DetachedSignature | None, manifest: Manifest,
-               folder: Path, report: VerifyReport) -> bool:
+               digests: Digests, report: VerifyReport) -> bool:
     clips = {clip.file: clip for clip in manifest.clips}
     if not credentials.present:
         report.problems.append(f"{path}: no C2PA Content Credentials (stripped, or never signed)")
@@ -210,11 +233,14 @@ def _check_mp4(path: str, credentials: Credentials, signature: DetachedSignature
         report.problems.append(f"{path}: its credentials name provenance {str(data.get('provenance_sha256'))[:16]}..., "
                                "not this manifest's")
     for other, digest in sorted((data.get("files") or {}).items()):
-        target = folder / other
-        if not target.is_file():
+        target = digests.path(other)
+        if target is None:
+            good = False
+            report.problems.append(f"{path}: its credentials list {other!r}, outside the delivery")
+        elif not target.is_file():
             good = False
             report.problems.append(f"{other}: missing, though {path}'s signed credentials list it")
-        elif sha256_file(target) != digest:
+        elif digests.of(other) != digest:
             good = False
             report.problems.append(f"{other}: changed since signing ({path}'s signed credentials record another sha256)")
     return good
@@ -233,8 +259,9 @@ def verify_delivery(folder: Path, trust: Path | None = None) -> VerifyReport:
     else:
         report.problems.append(f"{MANIFEST_JSON} was edited: its record hashes to {digest[:16]}..., "
                                f"not the {manifest.provenance_sha256[:16]}... it was sealed with")
-    _files(folder, manifest, report)
-    _stated_hashes(folder, manifest, report)
+    digests = Digests(folder)
+    _files(folder, manifest, report, digests)
+    _stated_hashes(folder, manifest, report, digests)
     listed = {f.path: f for f in manifest.outputs}
     for clip in manifest.clips:
         if clip.file in listed and clip.sha256 != listed[clip.file].sha256:
@@ -244,7 +271,7 @@ def verify_delivery(folder: Path, trust: Path | None = None) -> VerifyReport:
     present = set(delivered_files(folder))
     videos = sorted(path for path in present | set(listed) if path.endswith(".mp4") and path in present)
     anchor = signature.anchor_pem() if signature is not None else None
-    good = sum(_check_mp4(path, read_credentials(folder / path, anchor), signature, manifest, folder, report)
+    good = sum(_check_mp4(path, read_credentials(folder / path, anchor), signature, manifest, digests, report)
                for path in videos)
     if good == len(videos) and signature is not None:
         report.checked.append(f"all {good} MP4s carry valid C2PA credentials from the same signer as {MANIFEST_JSON}")

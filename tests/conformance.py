@@ -37,26 +37,15 @@ def boxes(path: Path) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {"top": [], "sample": []}
 
     def walk(start: int, end: int, where: str) -> None:
-        offset = start
-        while offset + 8 <= end:
-            size, kind = struct.unpack(">I4s", data[offset:offset + 8])
-            header = 8
-            if size == 1:
-                size, header = struct.unpack(">Q", data[offset + 8:offset + 16])[0], 16
-            elif size == 0:
-                size = end - offset
-            if size < header:
-                raise AssertionError(f"{path.name}: a malformed box at byte {offset}")
+        for kind, body, box_end in _children(data, start, end):
             if where in ("top", "sample"):
                 found[where].append(kind.decode("latin-1"))
-            body = offset + header
             if kind in CONTAINERS:
-                walk(body, offset + size, "inner")
+                walk(body, box_end, "inner")
             elif kind == b"stsd":
-                walk(body + 8, offset + size, "inner")
+                walk(body + 8, box_end, "inner")
             elif kind in SAMPLE_ENTRIES:
-                walk(body + 78, offset + size, "sample")
-            offset += size
+                walk(body + 78, box_end, "sample")
 
     walk(0, len(data), "top")
     return found
@@ -72,6 +61,8 @@ def _children(data: bytes, start: int, end: int) -> list[tuple[bytes, int, int]]
             size, header = struct.unpack(">Q", data[offset + 8:offset + 16])[0], 16
         elif size == 0:
             size = end - offset
+        if size < header:
+            raise AssertionError(f"a malformed box at byte {offset}")
         found.append((kind, offset + header, offset + size))
         offset += size
     return found

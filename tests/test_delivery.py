@@ -339,6 +339,17 @@ def test_a_shot_signed_by_another_ca_with_our_assertion_copied_fails(delivery: P
     assert "not by the delivery's signer" in problems
 
 
+def test_a_record_naming_a_file_outside_the_delivery_is_not_read(delivery: Path, tmp_path: Path) -> None:
+    folder = _copy(delivery, tmp_path)
+    (tmp_path / "secret.txt").write_text("not the delivery's")
+
+    def rewrite(data: dict) -> None:
+        data["planning"]["exchanges"].append({"path": "../secret.txt", "sha256": "0" * 64, "bytes": 1})
+
+    _forge_manifest(folder, rewrite)
+    assert "../secret.txt: a planner exchange the record names lies outside the delivery" in _problems(folder)
+
+
 def test_trust_names_whose_ca_signed(delivery: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     own_ca = _project(delivery) / ".nightshift" / "signing" / "local-ca.pem"
     assert main(["verify", str(delivery), "--trust", str(own_ca)]) == 0
