@@ -86,7 +86,7 @@ class PrefectSteps(Steps):
 
     def job(self, engine: NightEngine, job: Job) -> JobOutcome:
         try:
-            result = render(job.id, job.title or job.script_name, self.project_dir, self.config, engine.renderer,
+            result = render(job.id, job.label, self.project_dir, self.config, engine.renderer,
                             engine.respect_window)
         except DiskFull:
             raise  # the whole queue waits for space

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from nightshift import __version__, cli_night, cli_provenance, cli_queue
+from nightshift import __version__, cli_night, cli_provenance, cli_queue, cli_review
 from nightshift.cli_night import stop_on_signals
 from nightshift.config import CONFIG_FILE_NAME, Settings, load_settings
 from nightshift.engine import NightEngine
@@ -158,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_night.add_commands(commands)
     cli_queue.add_commands(commands)
     cli_provenance.add_commands(commands)
+    cli_review.add_commands(commands)
 
     schema = commands.add_parser("schema", help="write the JSON Schemas for shotlist.json, renderplan.json, manifest.json")
     schema.add_argument("--out", default=".", help="folder to write them into")
@@ -189,6 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return getattr(cli_night, f"cmd_{args.command}")(args, settings, _say)
         if args.command == "queue":
             return cli_queue.cmd_queue(args, settings, _say)
+        if args.command in ("review", "mark"):
+            return getattr(cli_review, f"cmd_{args.command}")(args, settings, _say)
         if args.command in ("verify", "reproduce"):
             return getattr(cli_provenance, f"cmd_{args.command}")(args, settings, _say)
     except NightshiftError as error:

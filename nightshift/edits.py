@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -33,6 +33,8 @@ class Edit(BaseModel):
     field: str  # a Shot field, "(shot)" for a whole shot added or removed, or a film-wide field
     before: Any = None
     after: Any = None
+    who: str | None = None  # the OS user, for an edit made through the review or `nightshift mark`
+    note: str | None = None  # the reviewer's note that came with it
 
 
 def script_copy_name(original_name: str) -> str:
@@ -58,8 +60,18 @@ def start_history(folder: Path, shotlist: ShotList, script: Path | None, script_
         write_atomic(folder / EDITS_JSON, json.dumps({"edits": []}, indent=2))
 
 
-def diff_shotlists(before: ShotList, after: ShotList, when: str, source: str) -> list[Edit]:
-    """Every field that differs, shot by shot (matched by id), plus shots added or removed."""
+def diff_shotlists(before: ShotList, after: ShotList, when: str, source: str, who: str | None = None,
+                   notes: dict[str, str] | None = None) -> list[Edit]:
+    """Every field that differs, shot by shot (matched by id), plus shots added or removed; `notes` are the
+    reviewer's, by shot."""
+    edits = _diff(before, after, when, source)
+    for edit in edits:
+        edit.who = who
+        edit.note = (notes or {}).get(edit.shot or "") or None
+    return edits
+
+
+def _diff(before: ShotList, after: ShotList, when: str, source: str) -> list[Edit]:
     edits: list[Edit] = []
     old, new = before.model_dump(mode="json"), after.model_dump(mode="json")
     for name in SHOTLIST_FIELDS:
@@ -82,13 +94,15 @@ def diff_shotlists(before: ShotList, after: ShotList, when: str, source: str) ->
     return edits
 
 
-def record_edits(folder: Path, shotlist: ShotList, when: str, source: str) -> list[Edit]:
+def record_edits(folder: Path, shotlist: ShotList, when: str, source: str, who: str | None = None,
+                 notes: dict[str, str] | None = None) -> list[Edit]:
     """Append the differences between the last shot list seen and `shotlist`; returns what was added."""
     last = folder / LAST_SHOTLIST
     if not last.is_file():  # planned before provenance was kept: this state becomes the baseline
         start_history(folder, shotlist, None, "")
         return []
-    added = diff_shotlists(ShotList.model_validate_json(last.read_text(encoding="utf-8")), shotlist, when, source)
+    added = diff_shotlists(ShotList.model_validate_json(last.read_text(encoding="utf-8")), shotlist, when, source,
+                           who, notes)
     if added:
         history = load_edits(folder)
         write_atomic(folder / EDITS_JSON, json.dumps(
@@ -102,3 +116,26 @@ def load_edits(folder: Path) -> list[Edit]:
     if not path.is_file():
         return []
     return [Edit.model_validate(e) for e in json.loads(path.read_text(encoding="utf-8"))["edits"]]
+
+
+MarkAction = Literal["approve", "redo", "withdraw"]
+REVIEW_FIELDS = ("action", "prompt", "framing", "camera_move", "duration_s", "first_frame", "last_frame", "motion",
+                 "lens", "dialogue", "sound")  # what a reviewer may change on a shot (a keyframe image besides)
+
+
+class Mark(BaseModel):
+    """One reviewer's mark on one shot of a delivery: approve it, render it again (with a note and changes),
+    or withdraw an earlier mark. Kept by the studio (nightshift/review.py) and carried into the manifest of
+    the version it led to."""
+
+    id: str
+    delivery: str  # the delivery folder marked, relative to the studio's output folder
+    shot: str
+    action: MarkAction
+    note: str = ""
+    changes: dict[str, Any] = {}  # shot field -> the value asked for
+    before: dict[str, Any] = {}  # shot field -> the value in the delivery marked
+    keyframe: str | None = None  # an uploaded first-frame image: its name in the studio's review uploads
+    who: str  # the OS user
+    when: str
+    job: str | None = None  # the redo job it went into

@@ -44,6 +44,7 @@ from nightshift.renderers.shots import RendererChoice, choose_renderer
 from nightshift.schemas import RenderPlan, RenderSpec, slugify
 from nightshift.signing import SigningError
 from nightshift.seal import FINISH_STEPS, Report, seal_delivery
+from nightshift.versions import start_version, version_lineage, version_slug, waiting_for
 from nightshift.steps import (PROCESS_PROGRESS, PROCESS_STOP, IntakeOutcome, JobOutcome, Progress, ProgressBoard, Steps,
                               Stop, backoff_s, in_window)
 
@@ -79,7 +80,12 @@ class NightEngine:
     def untrusted(self, job: Job) -> str | None:
         """Why a job record cannot be acted on: a path in it that leaves the studio (None: it is trustworthy)."""
         try:
-            inside(job.claimed_path, self.inbox, what=f"job {job.id}: claimed_path")
+            if job.redo is None:
+                inside(job.claimed_path, self.inbox, what=f"job {job.id}: claimed_path")
+            else:
+                inside(self.output / job.redo.parent, self.output, what=f"job {job.id}: redo.parent")
+                if job.redo.from_folder is not None:
+                    inside(job.redo.from_folder, self.output, what=f"job {job.id}: redo.from_folder")
             inside(job.work_folder, self.work_root, self.output, what=f"job {job.id}: work_folder")
             for value, name in ((job.delivery, "delivery"), (job.delivering_to, "delivering_to")):
                 if value is not None:
@@ -133,6 +139,8 @@ class NightEngine:
     def _render_and_deliver(self, job: Job) -> JobOutcome:
         folder = Path(job.work_folder)
         try:
+            if job.redo is not None and not folder.is_dir():
+                start_version(job, self.store, self.output, self.settings)
             _, plan = load_plan_folder(folder)
             choice = self.choose(plan)
         except NightshiftError as error:  # a damaged plan, a model that is not here: reported, not retried
@@ -164,7 +172,7 @@ class NightEngine:
             self.say(f"{job.script_name}: {why}")
             return JobOutcome(job.id, "stopped" if stopped == "stopped" else "waiting", f"{job.script_name}: {why}")
         try:
-            delivered = self.steps.deliver(job.title or job.script_name, lambda: self.deliver(job))
+            delivered = self.steps.deliver(job.label, lambda: self.deliver(job))
         except DiskFull:
             raise  # deliver paused the job; the whole queue waits for space (render_queue backs off)
         except NightshiftError as error:  # e.g. signing: reported once, not retried every poll; the shots are kept
@@ -269,11 +277,13 @@ class NightEngine:
         remove_leftovers(work)
         try:
             night = datetime.fromisoformat(job.night_started) if job.night_started else datetime.now()
-            target = delivery_folder(self.output, night, slugify(plan.title))
+            lineage = version_lineage(job, self.store, self.output, self.settings) if job.redo else None
+            slug = slugify(plan.title) if lineage is None else version_slug(plan.title, lineage.version)
+            target = delivery_folder(self.output, night, slug)
             job.log(f"delivering to {target}")
             seal_delivery(work, self.settings, script_name=job.script_name, script_sha256=job.script_sha256,
                           job_id=job.id, renderer=job.renderer or "", night_started=job.night_started,
-                          history=job.history, report=self.finishing(job, work, plan))
+                          history=job.history, lineage=lineage, report=self.finishing(job, work, plan))
             job.delivering_to = str(target)
             self.store.save(job)
             faults.reached("deliver")
@@ -312,7 +322,7 @@ class NightEngine:
         """Save the job's new state, then move its script to inbox/done/ or failed/ (if still claimed)."""
         self.store.save(job)
         claimed = Path(job.claimed_path)
-        if claimed.exists() and claimed.parent.parent.name == ".claimed":
+        if job.claimed_path and claimed.exists() and claimed.parent.parent.name == ".claimed":
             job.claimed_path = str(settle(claimed, self.inbox, ok=ok, report=report))
             self.store.save(job)
 
@@ -324,6 +334,8 @@ class NightEngine:
             tried.add(job.id)
             if not self.trusted(job) or time.monotonic() < self.retry_at.get(job.id, 0.0):
                 continue
+            if waiting_for(job, self.store) is not None:
+                continue  # the version it builds on is not delivered yet
             if self.leases.busy(lease_key("job", job.id)) is None:
                 return job
         return None
@@ -396,7 +408,7 @@ class NightEngine:
                           for p in leftover_claims(self.inbox) if p not in queued):
             return False
         return all(self.leases.busy(lease_key("job", j.id)) is not None or not self.trusted(j)
-                   for j in self.store.pending())
+                   or waiting_for(j, self.store) is not None for j in self.store.pending())
 
     def run_claim(self, claimed: Path, force: bool = False) -> JobOutcome | IntakeOutcome:
         """`nightshift run`: this one script, now: plan it, render it, deliver it."""

@@ -26,6 +26,19 @@ JobState = Literal["queued", "rendering", "delivered", "failed"]
 JOB_ID_PATTERN = r"^[0-9]{8}T[0-9]{6}-[0-9a-f]{10}-[0-9a-f]{6}$"
 
 
+class RedoOrder(BaseModel):
+    """What a job made from a review renders: the marked shots of one delivery, into a new version of it."""
+
+    parent: str = Field(max_length=4096, description="The delivery folder this version is made from.")
+    after_job: str | None = Field(None, pattern=JOB_ID_PATTERN,
+                                  description="A redo job still rendering the parent's own new version: wait for it, "
+                                              "and make this version from that one.")
+    shots: list[str] = Field(description="The shots to render again, in the order marked.")
+    marks: list[dict] = Field(default_factory=list, description="The review marks this job carries out (edits.Mark).")
+    from_folder: str | None = Field(None, max_length=4096,
+                                    description="The delivery folder the version was made from, fixed when it starts.")
+
+
 class Job(BaseModel):
     id: str = Field(pattern=JOB_ID_PATTERN)
     script_name: str = Field(max_length=NAME_MAX)
@@ -42,6 +55,15 @@ class Job(BaseModel):
     error: str | None = None
     renderer: str | None = None
     history: list[str] = Field(default_factory=list)
+    redo: RedoOrder | None = Field(None, description="Set for a job made from review marks: a new version of a delivery.")
+
+    @property
+    def label(self) -> str:
+        """What the job is, for run names and lists: the film, or for a redo the film and its shots."""
+        name = self.title or self.script_name
+        if self.redo is None:
+            return name
+        return f"{name}: redo {', '.join(self.redo.shots)}"
 
     def log(self, message: str) -> None:
         self.history.append(f"{datetime.now().isoformat(timespec='seconds')} {message}")

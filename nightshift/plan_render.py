@@ -18,6 +18,7 @@ from nightshift.planning_job import plan_from_shotlist
 from nightshift.provenance import MANIFEST_JSON
 from nightshift.records import load_records, shots_not_done
 from nightshift.renderers.assemble import missing_shots
+from nightshift.review import approved_shots
 from nightshift.schemas import slugify
 from nightshift.seal import check_same_signer, make_cut, reseal_delivery
 from nightshift.steps import RenderResult
@@ -40,6 +41,10 @@ def render_plan_folder(engine: NightEngine, plan_folder: Path, shot_ids: list[st
     if unknown:
         raise NightshiftError(f"{plan_folder}: no shot {', '.join(unknown)} in this plan",
                               f"shot ids look like {plan.specs[0].shot_id}; see shotlist.md")
+    approved = approved_shots(engine.settings, folder, [i for i in shot_ids or []])
+    if approved:
+        raise NightshiftError(f"{folder}: {', '.join(approved)} approved in review; an approved shot is not rendered again",
+                              f"withdraw the approval first: nightshift mark {folder} {' '.join(approved)} --withdraw")
     specs = [known[i] for i in shot_ids] if shot_ids else shots_not_done(folder, plan.specs)
     choice = engine.choose(plan)
     engine.say(f"renderer: {choice.kind} ({choice.reason})")

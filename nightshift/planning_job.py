@@ -67,7 +67,8 @@ def plan_script_file(
 
 
 def plan_from_shotlist(shotlist_path: Path, settings: Settings, out_dir: Path | None = None,
-                       source: str = "nightshift plan --from-shotlist", storyboard: bool = True) -> PlanResult:
+                       source: str = "nightshift plan --from-shotlist", storyboard: bool = True,
+                       who: str | None = None, notes: dict[str, str] | None = None) -> PlanResult:
     """Rebuild renderplan.json (and shotlist.md) from a shotlist.json the user edited; the json is not rewritten.
 
     The changes since the last shot list seen are appended to the edit history (provenance/edits.json)."""
@@ -75,7 +76,7 @@ def plan_from_shotlist(shotlist_path: Path, settings: Settings, out_dir: Path | 
     folder = out_dir or shotlist_path.parent
     if folder.resolve() != shotlist_path.parent.resolve() and (shotlist_path.parent / PROVENANCE_DIR).is_dir():
         shutil.copytree(shotlist_path.parent / PROVENANCE_DIR, folder / PROVENANCE_DIR, dirs_exist_ok=True)
-    record_edits(folder, shotlist, now_utc(), source)
+    record_edits(folder, shotlist, now_utc(), source, who, notes)
     templates = TemplateSet(settings.templates_override_dir)
     write_schemas(folder)
     write_shotlist_md(folder, shotlist, templates)

@@ -27,12 +27,14 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from nightshift import __version__
-from nightshift.edits import EDITS_JSON, LAST_SHOTLIST, PLANNED_SHOTLIST, PROVENANCE_DIR, Edit, load_edits, script_copy_name
+from nightshift.edits import (EDITS_JSON, LAST_SHOTLIST, PLANNED_SHOTLIST, PROVENANCE_DIR, Edit, Mark, load_edits,
+                             script_copy_name)
 from nightshift.schemas import ClipRecord, CutRecord, PlannerInfo, RenderPlan, RenderSpec, ShotList
 from nightshift.files import sha256_file, write_atomic
 
 MANIFEST_JSON, MANIFEST_MD, MANIFEST_SCHEMA = "manifest.json", "manifest.md", "manifest.schema.json"
-MANIFEST_VERSION = "3"
+MANIFEST_VERSION = "4"  # 4: versions (parent, review marks, shots carried unchanged)
+READABLE_VERSIONS = ("3", "4")
 PACKAGES = ("torch", "diffusers", "transformers", "prefect", "av", "ollama", "c2pa-python", "pydantic", "jinja2")
 
 
@@ -97,9 +99,31 @@ class Signature(BaseModel):
     local_ca: bool
 
 
+class ParentVersion(BaseModel):
+    path: str = Field(description="The delivery this version was made from, relative to the studio's output folder.")
+    version: int
+    manifest_sha256: str = Field(description="sha256 of the parent's manifest.json as it was when this version was made.")
+    provenance_sha256: str
+
+
+class Lineage(BaseModel):
+    """Where a delivery stands among the versions of one film: version 1 has no parent."""
+
+    version: int = 1
+    parent: ParentVersion | None = None
+    review: list[Mark] = Field(default_factory=list, description="The review marks on the parent this version answers.")
+    carried_shots: list[str] = Field(default_factory=list,
+                                     description="Shots passed on from the parent unchanged: the same bytes.")
+
+
 class Manifest(BaseModel):
     manifest_version: str = MANIFEST_VERSION
     title: str
+    version: int = 1
+    parent: ParentVersion | None = None
+    review: list[Mark] = Field(default_factory=list, description="The review marks on the parent this version answers.")
+    carried_shots: list[str] = Field(default_factory=list,
+                                     description="Shots passed on from the parent unchanged: the same bytes.")
     job_id: str | None = None
     renderer: str
     night_started: str | None = None
@@ -123,6 +147,10 @@ class Manifest(BaseModel):
     @property
     def files(self) -> list[OutputFile]:
         return self.outputs
+
+    @property
+    def lineage(self) -> Lineage:
+        return Lineage(version=self.version, parent=self.parent, review=self.review, carried_shots=self.carried_shots)
 
 
 def provenance_digest(manifest: Manifest | dict[str, Any]) -> str:
@@ -213,7 +241,8 @@ def model_weights(clips: list[ClipRecord]) -> list[ModelWeights]:
 
 def build_manifest(folder: Path, shotlist: ShotList, plan: RenderPlan, records: dict[str, ClipRecord], *,
                    script_name: str, script_sha256: str, renderer: str, delivered: str, job_id: str | None = None,
-                   night_started: str | None = None, history: list[str] = (), cut: CutRecord | None = None) -> Manifest:
+                   night_started: str | None = None, history: list[str] = (), cut: CutRecord | None = None,
+                   lineage: Lineage | None = None) -> Manifest:
     """The record of a delivery folder whose shots are rendered (outputs and signature come later)."""
     stored = script_copy_name(script_name)
     exchanges = sorted(p.relative_to(folder).as_posix() for p in (folder / PROVENANCE_DIR / "exchanges").glob("*.json"))
@@ -231,7 +260,7 @@ def build_manifest(folder: Path, shotlist: ShotList, plan: RenderPlan, records: 
                           edit_history=file_ref(folder, EDITS_JSON) if (folder / EDITS_JSON).is_file() else None),
         edits=load_edits(folder), models=model_weights(clips),
         shots=[ShotProvenance(spec=s, clip=records[s.shot_id]) for s in plan.specs], cut=cut,
-        environment=environment(), history=list(history),
+        environment=environment(), history=list(history), **(lineage or Lineage()).model_dump(),
     )
     manifest.provenance_sha256 = provenance_digest(manifest)
     return manifest

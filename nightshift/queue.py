@@ -30,18 +30,28 @@ class QueueEntry:
     job_id: str
     script_name: str
     title: str
+    redo_of: str | None = None  # for a job made from review marks: the delivery it makes a new version of
+    redo_shots: list[str] | None = None
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
 
 
 def _shot_counts(job: Job) -> tuple[int | None, int | None]:
+    """Shots done and to do: the whole plan, or for a redo job only the shots it renders again."""
     folder = Path(job.work_folder)
+    if job.redo is not None:
+        total = len(job.redo.shots)
+        if job.state == "delivered":
+            return total, total
+        if not folder.is_dir():
+            return 0, total
     try:
         _, plan = load_plan_folder(folder)
         if job.state == "delivered":
             return len(plan.specs), len(plan.specs)
-        return len(plan.specs) - len(shots_not_done(folder, plan.specs)), len(plan.specs)
+        specs = [s for s in plan.specs if job.redo is None or s.shot_id in job.redo.shots]
+        return len(specs) - len(shots_not_done(folder, specs)), len(specs)
     except (NightshiftError, OSError, ValueError):
         return None, None
 
@@ -57,7 +67,8 @@ def queue_entries(store: JobStore, include_finished: bool = False) -> list[Queue
     for position, job in jobs:
         done, total = _shot_counts(job)
         entries.append(QueueEntry(position, priorities.get(job.id, 0), job.state, done, total, job.created,
-                                  job.id, job.script_name, job.title))
+                                  job.id, job.script_name, job.title, job.redo.parent if job.redo else None,
+                                  list(job.redo.shots) if job.redo else None))
     return entries
 
 
@@ -114,5 +125,6 @@ def format_queue(entries: list[QueueEntry], waiting: list[tuple[str, str]] | Non
     for e in entries:
         shots = f"{e.shots_done}/{e.shots_total}" if e.shots_total is not None else "?"
         lines.append(f"{e.position if e.position is not None else '-':>3}  {e.priority:>4}  {e.state:<9}  {shots:>7}  "
-                     f"{e.arrived[:19]:<19}  {e.job_id:<34}  {e.script_name}")
+                     f"{e.arrived[:19]:<19}  {e.job_id:<34}  {e.script_name}"
+                     + (f"  (redo {', '.join(e.redo_shots or [])} of {e.redo_of}: a new version)" if e.redo_of else ""))
     return "\n".join(lines + notes)

@@ -191,6 +191,10 @@ class Shot(ShotDraft):
     )
     last_frame_image: str | None = Field(None, description="A user-supplied last keyframe image.")
     planned_by: str = Field("", description="Planner that wrote this shot (rules, ollama:<model>, or edited).")
+    prompt: str | None = Field(None, max_length=4000,
+                               description="Your own words for the video prompt; replaces the one Nightshift writes.")
+    take: int = Field(1, ge=1, le=999, description="Which take: a redo from the review renders the next one, "
+                                                   "with a seed of its own.")
 
     @field_validator("first_frame_image", "last_frame_image")
     @classmethod

@@ -21,7 +21,7 @@ from nightshift.delivery import read_manifest
 from nightshift.errors import NightshiftError
 from nightshift.files import now_utc, sha256_file, write_atomic
 from nightshift.plan_files import load_plan_folder
-from nightshift.provenance import (MANIFEST_JSON, MANIFEST_SCHEMA, Manifest, OutputFile, Signature, build_manifest,
+from nightshift.provenance import (MANIFEST_JSON, MANIFEST_SCHEMA, Lineage, Manifest, OutputFile, Signature, build_manifest,
                                    derived_from, manifest_schema, write_manifest_md)
 from nightshift.records import load_records, save_records
 from nightshift.renderers.assemble import assemble_folder
@@ -67,7 +67,7 @@ def make_cut(folder: Path, settings: Settings, report: Report = _quiet) -> CutRe
 
 def seal_delivery(folder: Path, settings: Settings, *, script_name: str, script_sha256: str, renderer: str,
                   job_id: str | None = None, night_started: str | None = None, history: list[str] = (),
-                  report: Report = _quiet) -> Manifest:
+                  lineage: Lineage | None = None, report: Report = _quiet) -> Manifest:
     """Make the cut and timeline, write manifest.json and manifest.md, sign the cut and the manifest."""
     shotlist, plan = load_plan_folder(folder)
     records = load_records(folder)
@@ -84,7 +84,7 @@ def seal_delivery(folder: Path, settings: Settings, *, script_name: str, script_
     cut = make_cut(folder, settings, report)
     manifest = build_manifest(folder, shotlist, plan, records, script_name=script_name, script_sha256=script_sha256,
                               renderer=renderer, delivered=now_utc(), job_id=job_id, night_started=night_started,
-                              history=history, cut=cut)
+                              history=history, cut=cut, lineage=lineage)
     write_atomic(folder / MANIFEST_SCHEMA, manifest_schema())
     write_manifest_md(folder, manifest, TemplateSet(settings.templates_override_dir))
     cut_name = f"{slugify(plan.title)}.mp4"
@@ -149,4 +149,4 @@ def reseal_delivery(folder: Path, note: str, settings: Settings, report: Report 
     old = read_manifest(folder)
     seal_delivery(folder, settings, script_name=old.inputs.script.name, script_sha256=old.inputs.script.sha256,
                   renderer=old.renderer, job_id=old.job_id, night_started=old.night_started,
-                  history=[*old.history, note], report=report)
+                  history=[*old.history, note], lineage=old.lineage, report=report)

@@ -147,3 +147,10 @@ class TemplateSet:
     def render_line(self, name: str, **variables: object) -> str:
         """Render and fold whitespace into single spaces: prompts are one paragraph."""
         return re.sub(r"\s+", " ", self.render(name, **variables)).strip()
+
+
+def html_templates(override_dir: Path | None = None) -> ImmutableSandboxedEnvironment:
+    """The review pages' templates: the same folders (a user may restyle them), every value HTML-escaped."""
+    folders = [str(d) for d in (override_dir, BUILTIN_TEMPLATES) if d is not None and d.is_dir()]
+    return _LimitedSandbox(loader=ChoiceLoader([FileSystemLoader(f) for f in folders]), undefined=StrictUndefined,
+                           autoescape=True, trim_blocks=True, lstrip_blocks=True)

@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from nightshift.edits import EDITS_JSON, load_edits
 from nightshift.errors import NightshiftError
 from nightshift.files import OutsideStudio, inside, sha256_file
-from nightshift.provenance import MANIFEST_JSON, MANIFEST_VERSION, FileRef, Manifest, provenance_digest
+from nightshift.provenance import MANIFEST_JSON, READABLE_VERSIONS, FileRef, Manifest, provenance_digest
 from nightshift.seal import delivered_files
 from nightshift.signing import (MANIFEST_JWS, Credentials, DetachedSignature, SigningError, check_detached,
                                 read_credentials, read_detached)
@@ -92,11 +92,11 @@ def _load(folder: Path, report: VerifyReport) -> Manifest | None:
     except ValidationError as error:
         report.problems.append(f"{MANIFEST_JSON} does not match the manifest schema: {error.errors()[0]['msg']}")
         return None
-    if manifest.manifest_version != MANIFEST_VERSION:
+    if manifest.manifest_version not in READABLE_VERSIONS:
         report.problems.append(f"{MANIFEST_JSON} is manifest version {manifest.manifest_version}; this Nightshift "
-                               f"reads version {MANIFEST_VERSION} (re-seal it: nightshift render {folder})")
+                               f"reads versions {', '.join(READABLE_VERSIONS)} (re-seal it: nightshift render {folder})")
         return None
-    report.checked.append(f"{MANIFEST_JSON} matches the manifest schema (version {MANIFEST_VERSION})")
+    report.checked.append(f"{MANIFEST_JSON} matches the manifest schema (version {manifest.manifest_version})")
     return manifest
 
 
@@ -246,6 +246,36 @@ def _check_mp4(path: str, credentials: Credentials, signature: DetachedSignature
     return good
 
 
+def _parent(folder: Path, manifest: Manifest, report: VerifyReport, listed: dict[str, FileRef]) -> None:
+    """A later version: its parent, where it is still beside it, is the one it was made from, and the shots it
+    says it carried are the parent's own bytes."""
+    if manifest.parent is None:
+        return
+    output = folder.parent.parent
+    try:
+        parent = inside(output / manifest.parent.path, output, what="the parent version")
+    except OutsideStudio:
+        report.problems.append(f"{MANIFEST_JSON} names a parent outside the output folder: {manifest.parent.path!r}")
+        return
+    name = f"version {manifest.version}, made from {manifest.parent.path} (version {manifest.parent.version})"
+    if not (parent / MANIFEST_JSON).is_file():
+        report.notes.append(f"{name}: the parent is not here, so only this version is checked")
+        return
+    if sha256_file(parent / MANIFEST_JSON) != manifest.parent.manifest_sha256:
+        report.problems.append(f"{name}: the parent's {MANIFEST_JSON} is not the one this version was made from")
+        return
+    parent_files = {f["path"]: f["sha256"] for f in json.loads((parent / MANIFEST_JSON).read_text(encoding="utf-8"))["outputs"]
+                    if isinstance(f, dict) and "path" in f and "sha256" in f}
+    differ = [shot for shot in manifest.carried_shots
+              if listed.get(f"shots/{shot}.mp4") is None
+              or parent_files.get(f"shots/{shot}.mp4") != listed[f"shots/{shot}.mp4"].sha256]
+    if differ:
+        report.problems.append(f"{name}: shots said to be carried unchanged differ from the parent's: {', '.join(differ)}")
+    else:
+        report.checked.append(f"{name}: the parent's record matches; {len(manifest.carried_shots)} shots carried "
+                              "unchanged, the same bytes")
+
+
 def verify_delivery(folder: Path, trust: Path | None = None) -> VerifyReport:
     report = VerifyReport(folder)
     trusted_ca = _load_trust(trust)
@@ -266,6 +296,7 @@ def verify_delivery(folder: Path, trust: Path | None = None) -> VerifyReport:
     for clip in manifest.clips:
         if clip.file in listed and clip.sha256 != listed[clip.file].sha256:
             report.problems.append(f"{clip.file}: the shot record and the file list disagree on its sha256")
+    _parent(folder, manifest, report, listed)
     if manifest.signature is None:
         return report
     present = set(delivered_files(folder))

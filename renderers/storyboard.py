@@ -55,9 +55,10 @@ def _clip_middle(clip: Path, frames: int) -> Image.Image | None:
 
 
 def shot_picture(folder: Path, shot: Shot, spec: RenderSpec, heading: str = "") -> Image.Image:
-    keyframe = folder / "keyframes" / f"{shot.id}-first.png"
-    if keyframe.is_file():
-        return _fit(Image.open(keyframe))
+    for keyframe in (folder / "keyframes" / f"{shot.id}-first.png",
+                     folder / shot.first_frame_image if shot.first_frame_image else None):
+        if keyframe is not None and keyframe.is_file():
+            return _fit(Image.open(keyframe))
     clip = folder / "shots" / f"{shot.id}.mp4"
     if clip.is_file():
         picture = _clip_middle(clip, spec.num_frames)

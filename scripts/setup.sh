@@ -7,12 +7,17 @@ PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[dev]'
-# Debian's ffmpeg and ffprobe: the conformance checks read every delivered MP4 with tools we did not write.
-if ! command -v ffprobe >/dev/null 2>&1; then
+# Debian's packages the tests use: ffmpeg and ffprobe (the conformance checks read every delivered MP4 with
+# tools we did not write) and chromium (the review page is tested in a real browser, driven by playwright).
+need=()
+command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
+[ -x /usr/bin/chromium ] || need+=(chromium)
+if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        apt-get install -y -qq --no-install-recommends ffmpeg >/dev/null 2>&1 \
-            || { apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends ffmpeg >/dev/null; }
+        # chromium with its recommends: the fonts a page is drawn in come with them
+        apt-get install -y -qq "${need[@]}" >/dev/null 2>&1 \
+            || { apt-get update -qq >/dev/null && apt-get install -y -qq "${need[@]}" >/dev/null; }
     else
-        echo "note: install ffmpeg (apt-get install ffmpeg) for the delivery conformance checks" >&2
+        echo "note: install ${need[*]} (apt-get install ${need[*]}) for the delivery and review-page tests" >&2
     fi
 fi

@@ -6,9 +6,9 @@ project import inside a function. Layers, lowest first (a module may import its 
   2 records    nightshift.{planning_job, records, provenance, signing, credentials, seal, verify, reproduce,
                delivery}
   3 engine     nightshift.{engine, intake, steps, jobs, inbox, leases, queue, render_worker, render_child, gpu_lock,
-               plan_render}
+               plan_render, review, versions, dailies}
   4 flows      nightshift.flows.*
-  5 commands   nightshift.{cli, cli_night, cli_queue, cli_provenance, cli_progress, project}
+  5 commands   nightshift.{cli, cli_night, cli_queue, cli_provenance, cli_progress, cli_review, review_app, project}
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ LAYERS = {
     2: {"nightshift.planning_job", "nightshift.records", "nightshift.provenance", "nightshift.signing", "nightshift.credentials", "nightshift.seal",
         "nightshift.verify", "nightshift.reproduce", "nightshift.delivery"},
     3: {"nightshift.engine", "nightshift.intake", "nightshift.steps", "nightshift.jobs", "nightshift.inbox", "nightshift.leases", "nightshift.queue",
-        "nightshift.render_worker", "nightshift.render_child", "nightshift.gpu_lock", "nightshift.plan_render"},
+        "nightshift.render_worker", "nightshift.render_child", "nightshift.gpu_lock", "nightshift.plan_render",
+        "nightshift.review", "nightshift.versions", "nightshift.dailies"},
     5: {"nightshift.cli", "nightshift.cli_night", "nightshift.cli_queue", "nightshift.cli_provenance",
-        "nightshift.cli_progress", "nightshift.project"},
+        "nightshift.cli_progress", "nightshift.cli_review", "nightshift.review_app", "nightshift.project"},
 }
 
 

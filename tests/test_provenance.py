@@ -72,7 +72,7 @@ def test_manifest_round_trips_through_its_schema(animatic_delivery: Path) -> Non
     assert Manifest.model_validate_json(manifest.model_dump_json()) == manifest
     jsonschema.Draft202012Validator(json.loads(manifest_schema())).validate(json.loads(text))
     assert (animatic_delivery / MANIFEST_SCHEMA).read_text() == manifest_schema()
-    assert manifest.manifest_version == "3" and provenance_digest(json.loads(text)) == manifest.provenance_sha256
+    assert manifest.manifest_version == "4" and provenance_digest(json.loads(text)) == manifest.provenance_sha256
 
 
 def test_manifest_records_inputs_planning_shots_environment_and_lineage(animatic_delivery: Path) -> None:
