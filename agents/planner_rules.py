@@ -360,10 +360,16 @@ class RulesPlanner:
         while index < len(elements):
             element = elements[index]
             if element.kind is ElementKind.action:
+                previous_beat = None
                 for beat in self.beats(element.text):
                     shot = self._action_shot(beat, character_names, present, ambience, pronouns or {})
+                    # One paragraph of action split over cuts: the same people carry on, so the next beat starts
+                    # where the last one ended (continuity).
+                    if previous_beat is not None and shot.characters and shot.characters == previous_beat.characters:
+                        shot = shot.model_copy(update={"continues": True})
                     present[:] = [n for n in present if n not in shot.characters] + shot.characters
                     shots.append(shot)
+                    previous_beat = shot
             elif element.kind is ElementKind.dialogue:
                 group = [element]
                 while index + 1 < len(elements) and elements[index + 1].dual:

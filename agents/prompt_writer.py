@@ -75,14 +75,19 @@ class PromptWriter:
             "family": self.rules.family,
         }
 
-    def keyframes(self, shot: Shot, num_frames: int, variables: dict[str, object]) -> list[KeyframeSpec]:
+    def keyframes(self, shot: Shot, num_frames: int, variables: dict[str, object],
+                  previous: Shot | None = None) -> list[KeyframeSpec]:
+        """The first and last frames; a shot that continues the previous one of its scene starts on the frame
+        that shot ended on (unless the user gave a first frame)."""
         frames = []
+        carried = previous.id if shot.continues and previous is not None and previous.scene == shot.scene else None
         for index, image, description in (
             (0, shot.first_frame_image, shot.first_frame),
             (num_frames - 1, shot.last_frame_image, shot.last_frame),
         ):
             prompt = self.templates.render_line("keyframe.j2", frame=description, **variables)
-            frames.append(KeyframeSpec(frame_index=index, prompt=prompt, image_path=image))
+            frames.append(KeyframeSpec(frame_index=index, prompt=prompt, image_path=image,
+                                       from_shot=carried if index == 0 and image is None else None))
         return frames
 
     def render_spec(self, shot: Shot, shotlist: ShotList) -> RenderSpec:
@@ -103,7 +108,7 @@ class PromptWriter:
             model_id=d.model_id or rules.default_model_id,
             prompt=shot.prompt or self.templates.render_line(rules.prompt_template, **variables),
             negative_prompt=self.templates.render_line(rules.negative_template, **variables),
-            keyframes=self.keyframes(shot, num_frames, variables),
+            keyframes=self.keyframes(shot, num_frames, variables, _previous(shot, shotlist)),
             seed=shot_seed(d.seed, shot.id if shot.take == 1 else f"{shot.id}/take{shot.take}"),
             width=width,
             height=height,
@@ -119,6 +124,11 @@ class PromptWriter:
     def template_hashes(self) -> dict[str, str]:
         names = (self.rules.prompt_template, self.rules.negative_template, "keyframe.j2")
         return {name: self.templates.sha256(name) for name in names}
+
+
+def _previous(shot: Shot, shotlist: ShotList) -> Shot | None:
+    index = next(i for i, s in enumerate(shotlist.shots) if s.id == shot.id)
+    return shotlist.shots[index - 1] if index > 0 else None
 
 
 def write_render_plan(

@@ -19,6 +19,7 @@ from nightshift.provenance import MANIFEST_JSON, Manifest
 from nightshift.review import ReviewBook, ShotReview
 from nightshift.schemas import slugify
 from nightshift.records import load_records
+from nightshift.renderers.continuity import continues_from
 from nightshift.renderers.storyboard import shot_picture
 
 
@@ -51,6 +52,7 @@ class ShotView:
     video: str  # path inside the delivery
     review: ShotReview
     new_in_version: bool  # rendered for this version (not carried from the parent)
+    continues: str | None  # the shot whose last frame this one starts on
     notes: list[str] = field(default_factory=list)  # review notes that led to this take
 
 
@@ -158,6 +160,7 @@ class Dailies:
                 frames=clip.frames, fps=clip.fps, take=shot.take, video=clip.file,
                 review=states.get(spec.shot_id, ShotReview("")),
                 new_in_version=manifest.parent is not None and spec.shot_id not in manifest.carried_shots,
+                continues=continues_from(spec),
                 notes=notes.get(spec.shot_id, [])))
         parents = self.parents()
         cut = f"{slugify(manifest.title)}.mp4"

@@ -38,7 +38,7 @@ from nightshift.leases import HOST, LeaseBook, Owner, lease_key
 from nightshift.plan_files import load_plan_folder
 from nightshift.credentials import ShotSigner
 from nightshift.provenance import MANIFEST_JSON
-from nightshift.records import record_shot, shots_not_done
+from nightshift.records import record_shot, shots_not_done, with_continuations
 from nightshift.render_worker import RenderWorker, render_with_retries
 from nightshift.renderers.shots import RendererChoice, choose_renderer
 from nightshift.schemas import RenderPlan, RenderSpec, slugify
@@ -186,8 +186,9 @@ class NightEngine:
         """The one shot loop: each spec not done (or `specs`) through the render child, recorded as it lands.
         Returns "stopped" or "window" when it stopped early, None when every shot is done."""
         todo = specs if specs is not None else shots_not_done(out_folder, plan.specs)
+        todo, chained = with_continuations(plan.specs, todo)  # a shot continuing one that renders renders after it
         total = len(plan.specs)
-        done = total - len(shots_not_done(out_folder, plan.specs)) if specs is None else total - len(todo)
+        done = total - len(todo)
         title = plan.title
         script_sha256 = load_plan_folder(plan_folder)[0].source_sha256
         # Progress counts the finishing steps too, so 100% means delivered (a plan folder is cut, not sealed).
@@ -217,6 +218,9 @@ class NightEngine:
                         if not is_disk_full(error):
                             raise
                         raise DiskFull(f"{title}: {spec.shot_id}: the disk filled up signing it ({error})") from error
+                    if spec.shot_id in chained:
+                        record.notes.append(f"rendered again because {chained[spec.shot_id]}, which it continues, "
+                                            "was rendered again")
                     record_shot(out_folder, record)
                     self.say(f"{title}: {spec.shot_id} done: {record.backend} model={record.model_id or '-'} tier={record.tier} "
                              f"quantization={record.quantization} device={record.device} {record.frames} frames "

@@ -41,11 +41,11 @@ def render_plan_folder(engine: NightEngine, plan_folder: Path, shot_ids: list[st
     if unknown:
         raise NightshiftError(f"{plan_folder}: no shot {', '.join(unknown)} in this plan",
                               f"shot ids look like {plan.specs[0].shot_id}; see shotlist.md")
-    approved = approved_shots(engine.settings, folder, [i for i in shot_ids or []])
-    if approved:
+    specs = [known[i] for i in shot_ids] if shot_ids else shots_not_done(folder, plan.specs)
+    approved = approved_shots(engine.settings, folder, [s.shot_id for s in specs])
+    if approved:  # named, or edited in shotlist.json since it was approved
         raise NightshiftError(f"{folder}: {', '.join(approved)} approved in review; an approved shot is not rendered again",
                               f"withdraw the approval first: nightshift mark {folder} {' '.join(approved)} --withdraw")
-    specs = [known[i] for i in shot_ids] if shot_ids else shots_not_done(folder, plan.specs)
     choice = engine.choose(plan)
     engine.say(f"renderer: {choice.kind} ({choice.reason})")
     with engine.steps.gpu(engine, choice.device):

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from nightshift.files import inside, sha256_file, write_atomic
+from nightshift.renderers.continuity import continuity_record, continues_from
 from nightshift.schemas import ClipRecord, RenderSpec, spec_sha256
 from nightshift.signing import read_credentials
 
@@ -39,9 +40,17 @@ def record_shot(folder: Path, record: ClipRecord) -> None:
 
 
 def is_shot_done(folder: Path, spec: RenderSpec, record: ClipRecord | None) -> bool:
-    """Done means: a record for exactly this spec, and the clip on disk still has the recorded hash.
+    """Done means: a record for exactly this spec, and the clip on disk still has the recorded hash; for a shot
+    that continues another, also started on that shot's end frame as it is now."""
+    if not _rendered(folder, spec, record):
+        return False
+    carried = continues_from(spec)  # continuity: started on the end frame the shot before has now
+    return carried is None or (record.continues_from == carried and record.continues_frame_sha256 ==
+                               continuity_record(spec, folder / "keyframes")["continues_frame_sha256"])
 
-    A clip signed again after its record was written (a crash between the two) still counts when
+
+def _rendered(folder: Path, spec: RenderSpec, record: ClipRecord | None) -> bool:
+    """This spec's clip, on disk as recorded. A clip signed again after its record was written (a crash between the two) still counts when
     its Content Credentials validate (they bind the file's bytes) and name the recorded render."""
     if record is None or record.spec_sha256 != spec_sha256(spec):
         return False
@@ -59,3 +68,16 @@ def is_shot_done(folder: Path, spec: RenderSpec, record: ClipRecord | None) -> b
 def shots_not_done(folder: Path, specs: list[RenderSpec]) -> list[RenderSpec]:
     records = load_records(folder)
     return [spec for spec in specs if not is_shot_done(folder, spec, records.get(spec.shot_id))]
+
+
+def with_continuations(specs: list[RenderSpec], todo: list[RenderSpec]) -> tuple[list[RenderSpec], dict[str, str]]:
+    """`todo` and every shot that continues one of them (a chain renders again from where it changed), in plan
+    order; with the reason for each shot added: the shot it continues."""
+    wanted = {spec.shot_id for spec in todo}
+    added: dict[str, str] = {}
+    for spec in specs:
+        carried = continues_from(spec)
+        if spec.shot_id not in wanted and carried in wanted:
+            wanted.add(spec.shot_id)
+            added[spec.shot_id] = carried
+    return [spec for spec in specs if spec.shot_id in wanted], added

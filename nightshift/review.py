@@ -36,8 +36,9 @@ from nightshift.errors import NightshiftError
 from nightshift.files import inside, now_utc, write_atomic
 from nightshift.jobs import Job, JobStore, RedoOrder
 from nightshift.leases import LeaseBook, Owner, lease_key
-from nightshift.plan_files import SHOTLIST_JSON, load_shotlist
+from nightshift.plan_files import SHOTLIST_JSON, load_plan_folder, load_shotlist
 from nightshift.provenance import MANIFEST_JSON
+from nightshift.records import with_continuations
 from nightshift.schemas import Shot
 
 MAX_UPLOAD_BYTES = 25 * 1024 * 1024  # a 4K PNG is ~10-20 MB
@@ -179,6 +180,8 @@ class ReviewBook:
                     slot = f"images/{shot_id}-first-{uploaded[:12]}.png"
                     before["first_frame_image"], after["first_frame_image"] = shot.first_frame_image, slot
                 state = states.get(shot_id)
+                if action == "redo":
+                    self._check_chain(key, folder, shot_id, states)
                 if action == "redo" and state is not None and state.state == "approved":
                     where = f" (approved on {state.inherited_from})" if state.inherited_from else ""
                     raise NightshiftError(f"{key}: {shot_id} is approved{where}; an approved shot is not rendered again",
@@ -194,6 +197,18 @@ class ReviewBook:
                 made.append(mark)
             self._save(key, existing + made)
         return made, job
+
+    @staticmethod
+    def _check_chain(key: str, folder: Path, shot_id: str, states: dict[str, ShotReview]) -> None:
+        """A shot that continues the one redone renders again with it: not when it is approved."""
+        _, plan = load_plan_folder(folder)
+        chain, _ = with_continuations(plan.specs, [s for s in plan.specs if s.shot_id == shot_id])
+        held = [s.shot_id for s in chain if s.shot_id != shot_id and states.get(s.shot_id, ShotReview("")).state == "approved"]
+        if held:
+            raise NightshiftError(f"{key}: {', '.join(held)} continue{'s' if len(held) == 1 else ''} {shot_id} and "
+                                  f"{'is' if len(held) == 1 else 'are'} approved; redoing {shot_id} would render "
+                                  f"{'it' if len(held) == 1 else 'them'} again", f"withdraw the approval first: "
+                                  f"nightshift mark {key} {' '.join(held)} --withdraw")
 
     def _queue_redo(self, key: str, folder: Path, mark: Mark) -> Job:
         """Add a redo to the delivery's queued job, under that job's lease (so it cannot start meanwhile)."""

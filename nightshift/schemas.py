@@ -168,6 +168,8 @@ class ShotDraft(_Model):
     sound: str = Field("", description="Ambient sound and effects.")
     duration_s: float = Field(gt=0, le=60, description="Seconds on screen.")
     transition: Transition = Field(Transition.cut, description="How this shot leaves for the next.")
+    continues: bool = Field(False, description="The action carries on from the previous shot of the scene: this shot "
+                                               "starts on the last frame that shot rendered.")
 
     @field_validator("action", "first_frame", "last_frame")
     @classmethod
@@ -266,10 +268,11 @@ class KeyframeSpec(_Model):
     frame_index: int = Field(ge=0)
     prompt: str | None = None
     image_path: str | None = None
+    from_shot: str | None = Field(None, description="Continuity: the last rendered frame of this shot (the one before).")
 
     @model_validator(mode="after")
     def _one_source(self) -> KeyframeSpec:
-        if not self.prompt and not self.image_path:
+        if not self.prompt and not self.image_path and not self.from_shot:
             raise ValueError("a keyframe needs a prompt or an image_path")
         return self
 
@@ -312,7 +315,9 @@ def slugify(text: str, fallback: str = "untitled") -> str:
 def spec_sha256(spec: RenderSpec) -> str:
     """What a rendered clip depends on. The transition is left out: it is how the cut joins the shot to the
     next, and every shot is encoded ready for any transition, so changing one re-cuts but never re-renders."""
-    return hashlib.sha256(spec.model_dump_json(exclude={"transition"}).encode()).hexdigest()
+    # A keyframe's from_shot is left out when unset, so specs made before continuity existed keep their hash.
+    unset = {i: {"from_shot"} for i, key in enumerate(spec.keyframes) if key.from_shot is None}
+    return hashlib.sha256(spec.model_dump_json(exclude={"transition": True, "keyframes": unset}).encode()).hexdigest()
 
 
 # --------------------------------------------------------------------------- clips
@@ -372,4 +377,7 @@ class ClipRecord(_Model):
     finished: str
     seconds: float
     rendered_on: str | None = Field(None, description="The host that rendered this clip.")
+    continues_from: str | None = Field(None, description="Continuity: the shot whose last frame this clip starts on.")
+    continues_frame_sha256: str | None = Field(None, description="The sha256 of that frame (keyframes/<shot>-end.png) "
+                                                                 "as it was used; a new one renders this shot again.")
     notes: list[str] = Field(default_factory=list)

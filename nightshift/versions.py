@@ -167,7 +167,10 @@ def version_lineage(job: Job, jobs: JobStore, output: Path, settings: Settings) 
     marks = sorted(asked + others, key=lambda m: m.when)
     manifest = read_manifest(parent)
     output = parent.parent.parent
-    carried = [shot.spec.shot_id for shot in manifest.shots if shot.spec.shot_id not in job.redo.shots]
+    # Carried: what is still the parent's clip, byte for byte (a shot continuing a redone one renders again too).
+    records = load_records(Path(job.work_folder))
+    carried = [shot.clip.shot_id for shot in manifest.shots
+               if shot.clip.shot_id in records and records[shot.clip.shot_id].sha256 == shot.clip.sha256]
     return Lineage(version=manifest.version + 1,
                    parent=ParentVersion(path=parent.relative_to(output).as_posix(), version=manifest.version,
                                         manifest_sha256=sha256_file(parent / MANIFEST_JSON),

@@ -16,6 +16,7 @@ from PIL import Image, ImageOps
 
 from nightshift.errors import NightshiftError
 from nightshift.schemas import RenderSpec
+from nightshift.renderers.continuity import end_frame
 from nightshift.renderers.memory import compute_dtype
 from nightshift.renderers.video import Keyframe
 from nightshift.renderers.weights import WeightsLocation, resolve_weights
@@ -93,12 +94,17 @@ def prepare_keyframes(spec: RenderSpec, plan_folder: Path, keyframes_dir: Path,
     for index, key in enumerate(spec.keyframes):
         name = "first" if key.frame_index == 0 else "last" if key.frame_index == spec.num_frames - 1 else f"f{key.frame_index}"
         target = keyframes_dir / f"{spec.shot_id}-{name}.png"
+        carried = end_frame(keyframes_dir, key.from_shot) if key.from_shot else None
         if key.image_path:
             image, source = load_user_image(plan_folder, key.image_path, size), "user"
+        elif carried is not None and carried.is_file():
+            with Image.open(carried) as last:
+                image, source = fit_image(last, size), f"continues {key.from_shot}"
         elif text_to_image is not None and key.prompt:
             image, source = text_to_image.generate(key.prompt, spec.width, spec.height, (spec.seed + index) % 2**32), "generated"
         else:
-            notes.append(f"no {name} keyframe: no image given and no keyframe model configured")
+            notes.append(f"no {name} keyframe: no image given and no keyframe model configured"
+                         + (f" ({key.from_shot} left no end frame to continue from)" if carried is not None else ""))
             continue
         keyframes_dir.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f".{target.name}.partial")

@@ -20,6 +20,7 @@ from nightshift.errors import NightshiftError
 from nightshift.files import now_utc, sha256_file
 from nightshift.plan_files import load_plan_folder
 from nightshift.renderers.animatic import AnimaticRenderer
+from nightshift.renderers.continuity import continuity_record, end_frame, keep_last_frame
 from nightshift.renderers.encode import EncodeSettings, encode_frames
 from nightshift.renderers.upscale import UpscaleSettings, upscale_to_4k
 from nightshift.renderers.weights import resolve_weights, weights_present
@@ -122,7 +123,9 @@ class AnimaticShotRenderer:
         faults.reached("render")
         native = job.work_dir / f"{spec.shot_id}.native.mp4"
         aspect = Fraction(self.finish.upscale.width, self.finish.upscale.height)  # drawn at the delivery's aspect
-        frames = encode_frames(AnimaticRenderer().frames(job.shot, spec, job.heading, aspect), native, spec.fps,
+        continuity = continuity_record(spec, job.keyframes_dir)  # drawn, not conditioned, but kept in order
+        frames = encode_frames(keep_last_frame(AnimaticRenderer().frames(job.shot, spec, job.heading, aspect),
+                                               end_frame(job.keyframes_dir, spec.shot_id)), native, spec.fps,
                                self.finish.encode)
         final = self.finish.native_to_4k(job, native)
         return ClipRecord(
@@ -134,6 +137,7 @@ class AnimaticShotRenderer:
             spec_sha256=spec_sha256(spec), started=started, finished=now_utc(),
             seconds=round(time.perf_counter() - t0, 3),
             rendered_on=platform.node(), notes=["animatic: storyboard cards with the camera move simulated, not a video-model render"],
+            **continuity,
         )
 
 

@@ -245,8 +245,8 @@ def test_a_night_a_review_in_the_browser_and_the_next_night_redoes_only_what_was
     assert any(run["name"] == "Paper Boat: redo s01-sh02" for run in runs), sorted(r["name"] for r in runs)[-10:]
 
 
-def test_marks_from_the_command_line_follow_the_rules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_marks_from_the_command_line_follow_the_rules_and_a_killed_redo_night_loses_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], prefect_api: str) -> None:
     project = _studio(tmp_path)
     v1 = _deliver_here(project)
     key = f"{v1.parent.name}/{v1.name}"
@@ -272,11 +272,17 @@ def test_marks_from_the_command_line_follow_the_rules(tmp_path: Path, monkeypatc
     with pytest.raises(NightshiftError, match="is not a delivery"):
         book.mark("../../etc", ["s01-sh02"], "approve")
 
-    engine = NightEngine(settings, renderer="animatic", respect_window=False)
-    (outcome,) = engine.render_queue()
-    v2 = Path(outcome.delivery)
-    assert outcome.status == "delivered" and v2.name == f"{v1.name}-v2"
+    # The redo night killed mid-shot (`nightshift serve` and its render child): the next start delivers v2 once.
+    # (A kill at every other step of a night, redo or not, is the kill-point suite's: tests/faults.)
+    v1_files = _hashes(v1)
+    killed = drive(project, prefect_api, fault="render:1")
+    assert killed.returncode != 0 and not list(v1.parent.glob("*-v2*")), killed.stderr[-2000:]
+    assert drive(project, prefect_api).returncode == 0
+    (v2,) = [p for p in v1.parent.iterdir() if p.name.startswith(f"{v1.name}-v")]
+    assert v2.name == f"{v1.name}-v2" and _hashes(v1) == v1_files
     assert read_manifest(v2).carried_shots == ["s01-sh01", "s01-sh03"]
+    assert not list((project / ".nightshift" / "work").iterdir())  # nothing half-made left behind
+    engine = NightEngine(settings, renderer="animatic", respect_window=False)
     # The approval carries to v2 (same bytes): a redo of it there is refused until withdrawn there.
     key2 = f"{v2.parent.name}/{v2.name}"
     assert book.states(key2)["s01-sh01"].state == "approved"
