@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 from nightshift import __version__, cli_night, cli_provenance, cli_queue, cli_review
 from nightshift.cli_night import stop_on_signals
 from nightshift.config import CONFIG_FILE_NAME, Settings, load_settings
+from nightshift.doctor import run_doctor
 from nightshift.engine import NightEngine
 from nightshift.errors import NightshiftError
 from nightshift.cli_progress import terminal_progress
@@ -115,6 +117,12 @@ def cmd_render(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
+    report = run_doctor(settings, tiny_renders=not args.no_render)
+    print(json.dumps(report.as_dict(), indent=2) if args.json else report.text())
+    return 0 if report.ok else 1
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     for path in write_schemas(Path(args.out)):
         print(path)
@@ -160,6 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
     cli_provenance.add_commands(commands)
     cli_review.add_commands(commands)
 
+    doctor = commands.add_parser("doctor", help="what will run tonight on this machine: GPU, quantization, encoders, "
+                                               "Ollama, models, disk, the queue, a tiny render per family")
+    doctor.add_argument("--json", action="store_true", help="print the report as JSON")
+    doctor.add_argument("--no-render", action="store_true", help="skip the tiny render per family")
+
     schema = commands.add_parser("schema", help="write the JSON Schemas for shotlist.json, renderplan.json, manifest.json")
     schema.add_argument("--out", default=".", help="folder to write them into")
     return parser
@@ -186,6 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_plan(args, settings)
         if args.command == "render":
             return cmd_render(args, settings)
+        if args.command == "doctor":
+            return cmd_doctor(args, settings)
         if args.command in ("run", "serve"):
             return getattr(cli_night, f"cmd_{args.command}")(args, settings, _say)
         if args.command == "queue":

@@ -16,7 +16,7 @@ from nightshift.planning_job import plan_script_file
 from nightshift.plan_files import load_plan_folder
 from nightshift.records import load_records, shots_not_done
 from nightshift.files import sha256_file
-from tests import tiny_models
+from nightshift.renderers import tiny_models
 
 SCENE = """Title: Continuity
 

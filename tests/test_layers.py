@@ -6,7 +6,7 @@ project import inside a function. Layers, lowest first (a module may import its 
   2 records    nightshift.{planning_job, records, provenance, signing, credentials, seal, verify, reproduce,
                delivery}
   3 engine     nightshift.{engine, intake, steps, jobs, inbox, leases, queue, render_worker, render_child, gpu_lock,
-               plan_render, review, versions, dailies}
+               plan_render, review, versions, dailies, doctor}
   4 flows      nightshift.flows.*
   5 commands   nightshift.{cli, cli_night, cli_queue, cli_provenance, cli_progress, cli_review, review_app, project}
 """
@@ -27,7 +27,7 @@ LAYERS = {
         "nightshift.verify", "nightshift.reproduce", "nightshift.delivery"},
     3: {"nightshift.engine", "nightshift.intake", "nightshift.steps", "nightshift.jobs", "nightshift.inbox", "nightshift.leases", "nightshift.queue",
         "nightshift.render_worker", "nightshift.render_child", "nightshift.gpu_lock", "nightshift.plan_render",
-        "nightshift.review", "nightshift.versions", "nightshift.dailies"},
+        "nightshift.review", "nightshift.versions", "nightshift.dailies", "nightshift.doctor"},
     5: {"nightshift.cli", "nightshift.cli_night", "nightshift.cli_queue", "nightshift.cli_provenance",
         "nightshift.cli_progress", "nightshift.cli_review", "nightshift.review_app", "nightshift.project"},
 }

@@ -297,7 +297,7 @@ def test_run_delivers_with_the_tiny_diffusers_pipeline(prefect_server: None, pro
                                                        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from nightshift.flows.night import run_script
     from nightshift.inbox import claim as take
-    from tests.tiny_models import build_ltx
+    from nightshift.renderers.tiny_models import build_ltx
 
     model = build_ltx(tmp_path / "tiny-ltx")
     for key, value in {"FAMILY": "ltx", "MODEL_ID": str(model), "WIDTH": "32", "HEIGHT": "32", "STEPS": "2",

@@ -44,7 +44,7 @@ def animatic_delivery(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def diffusers_delivery(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.tiny_models import build_ltx
+    from nightshift.renderers.tiny_models import build_ltx
 
     corpus = Path(__file__).resolve().parent.parent / "examples" / "corpus"
     model = build_ltx(tmp_path_factory.mktemp("tiny-ltx") / "ltx")

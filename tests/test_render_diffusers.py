@@ -23,7 +23,7 @@ from nightshift.renderers.memory import RenderConfigError, plan_memory
 from nightshift.renderers.registry import REGISTRY, estimate_vram_gb, family_for_model
 from nightshift.renderers.video import BackendOptions, Keyframe, ShotOutOfMemory, backend_class
 from nightshift.renderers.weights import ModelNotAvailable, resolve_weights
-from tests import tiny_models
+from nightshift.renderers import tiny_models
 
 
 @pytest.fixture(scope="session")

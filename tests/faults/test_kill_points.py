@@ -2,7 +2,8 @@
 Prefect server) at seeded points across claim, plan, queue, render, upscale, encode and deliver; start
 it again; check that every script is delivered exactly once and nothing is lost or doubled.
 
-Default: 16 points (two at a time, a few minutes). `pytest tests/faults --soak`: 500 points.
+Default: 14 points, two at each stage (two at a time, a few minutes). `pytest tests/faults --soak`: 500 points
+drawn at random.
 The points are (stage, n): the n-th time the night reaches the stage (nightshift/faults.py, counted
 across serve and its render children), serve is killed (a kill in a render child takes serve down
 with it, as a power cut would); n drawn from how often a clean run reaches it. Clips are small
@@ -129,6 +130,8 @@ def _points(tmp_path: Path, count: int, api: str) -> list[tuple[str, int]]:
     reached = Counter(tally.read_text().split())
     assert set(reached) == set(STAGES), reached
     rng = random.Random(SEED)
+    if count < 100:  # the default run: every stage, the same number of times (a random draw may miss one)
+        return [(stage, rng.randint(1, reached[stage])) for stage in STAGES for _ in range(count // len(STAGES))]
     return [(stage, rng.randint(1, reached[stage])) for stage in (rng.choice(STAGES) for _ in range(count))]
 
 
@@ -152,7 +155,7 @@ def _kill_and_recover(tmp_path: Path, api: str, index: int, stage: str, n: int) 
 @pytest.mark.timeout(10800)  # the soak runs 1.5-2 hours through `nightshift serve`; each run has its own 300 s limit
 def test_killed_anywhere_the_night_still_completes_once(tmp_path: Path, request: pytest.FixtureRequest,
                                                         prefect_api: str) -> None:
-    count = 500 if request.config.getoption("--soak") else 16
+    count = 500 if request.config.getoption("--soak") else 2 * len(STAGES)
     points = _points(tmp_path, count, prefect_api)
     with ThreadPoolExecutor(max_workers=2) as pool:
         results = list(pool.map(lambda item: _kill_and_recover(tmp_path, prefect_api, item[0], *item[1]),
@@ -162,4 +165,4 @@ def test_killed_anywhere_the_night_still_completes_once(tmp_path: Path, request:
     print(f"\nfault points (killed/drawn) seed {SEED}: {summary}")
     failures = [f"{stage}:{n}: {'; '.join(broken)}" for stage, n, _, broken in results if broken]
     assert not failures, "\n".join(failures)
-    assert sum(r[2] for r in results) >= count * 0.9, "most points must really kill the process"
+    assert sum(r[2] for r in results) >= len(points) * 0.9, "most points must really kill the process"

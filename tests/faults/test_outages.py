@@ -27,7 +27,7 @@ def test_out_of_memory_at_every_tier_fails_that_script_and_the_night_goes_on(
     each pipeline call): that script fails with a report naming each tier tried; the next one is delivered."""
     import nightshift.engine
     from nightshift.render_worker import RenderWorker
-    from tests.tiny_models import build_ltx
+    from nightshift.renderers.tiny_models import build_ltx
 
     model = build_ltx(tmp_path / "tiny-ltx")
     for key, value in {"FAMILY": "ltx", "MODEL_ID": str(model), "WIDTH": "32", "HEIGHT": "32", "STEPS": "2",

@@ -1,9 +1,10 @@
 """Tiny random-weight diffusers pipelines, built in code and saved as diffusers folders.
 
-No model hub is reachable here, so tests build each family at toy size (same
-classes as the published checkpoints, a few thousand parameters), save it with
-`save_pretrained`, and the code under test loads it through the same
-`from_pretrained` path a user's downloaded model takes.
+Each family at toy size (the same classes as the published checkpoints, a few thousand
+parameters), saved with `save_pretrained` and loaded back through the same `from_pretrained`
+path a user's downloaded model takes: the tests use them (no model hub is reachable there),
+and `nightshift doctor` renders one per family to show the loading and generation path works
+on this machine, with no download.
 """
 
 from __future__ import annotations
