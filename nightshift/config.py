@@ -69,6 +69,15 @@ class RenderDefaults(_Section):
     )
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
     tier: MemoryTier | Literal["auto"] = "auto"
+    cache: Literal["none", "first_block", "taylorseer"] = Field(
+        "none", description="A diffusers step cache (FirstBlockCache, TaylorSeer): faster, not bit-exact; off until "
+                            "measured on your GPU (renderers/speed.py, BENCHMARKS.md).")
+    cache_threshold: float = Field(0.05, gt=0, le=1, description="FirstBlockCache: how little the first block's "
+                                                                 "output may change for a step to be skipped.")
+    compile_blocks: bool = Field(False, description="torch.compile the transformer's repeated block "
+                                                    "(compile_repeated_blocks): slower start, faster steps.")
+    attention_backend: str = Field("native", description="diffusers attention backend: native (PyTorch SDPA), "
+                                                         "flash, sage, xformers ... (their package, a GPU).")
     gguf_file: Path | None = Field(None, description="A GGUF file for the transformer (quantization = gguf).")
     models_dir: Path | None = Field(None, description="A folder of diffusers models (<org>/<name>), searched before the HF cache.")
     keyframe_model: str | None = Field(

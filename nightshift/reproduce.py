@@ -1,7 +1,7 @@
 """`nightshift reproduce OUTPUT_DIR --shot ID`: render one shot again from its manifest alone.
 
 The spec, seed, model (its recorded weights folder when still present), quantization, memory
-tier, device kind, upscale and encode settings all come from manifest.json; nothing from the
+tier, speed settings, device kind, upscale and encode settings all come from manifest.json; nothing from the
 current configuration changes the result. The new clip goes into a new folder and is compared
 with the delivered one: identical when its sha256 equals the recorded render's (before
 signing), else how close, as PSNR over the decoded frames.
@@ -58,7 +58,12 @@ def _renderer(clip: ClipRecord, base: RenderDefaults) -> AnimaticShotRenderer | 
         "upscale_model": Path(model) if model else None, "upscale_tile": tile,
         "keyframe_model": clip.keyframe_settings.get("model"),
         "keyframe_steps": clip.keyframe_settings.get("steps", base.keyframe_steps),
-        "keyframe_guidance": clip.keyframe_settings.get("guidance", base.keyframe_guidance)})
+        "keyframe_guidance": clip.keyframe_settings.get("guidance", base.keyframe_guidance),
+        # the speed settings it ran with (a step cache changes pixels); none recorded: none used
+        "cache": clip.speed.get("cache", "none"),
+        "cache_threshold": clip.speed.get("cache_config", {}).get("threshold", base.cache_threshold),
+        "compile_blocks": bool(clip.speed.get("compile_repeated_blocks", False)),
+        "attention_backend": clip.speed.get("attention_backend", "native")})
     return DiffusersShotRenderer(settings, device, upscale, encode)
 
 

@@ -377,6 +377,8 @@ class ClipRecord(_Model):
     finished: str
     seconds: float
     rendered_on: str | None = Field(None, description="The host that rendered this clip.")
+    speed: dict[str, object] = Field(default_factory=dict, description="diffusers speed settings it ran with: step "
+                                                                       "cache, compiled blocks, attention backend.")
     continues_from: str | None = Field(None, description="Continuity: the shot whose last frame this clip starts on.")
     continues_frame_sha256: str | None = Field(None, description="The sha256 of that frame (keyframes/<shot>-end.png) "
                                                                  "as it was used; a new one renders this shot again.")

@@ -43,7 +43,10 @@ class DiffusersShotRenderer:
         self.options = BackendOptions(device=self.device, quantization=self.settings.quantization,
                                       tier=self.settings.tier, gguf_file=self.settings.gguf_file,
                                       models_dir=self.settings.models_dir,
-                                      latent_upsampler=self.settings.ltx_latent_upsampler)
+                                      latent_upsampler=self.settings.ltx_latent_upsampler,
+                                      cache=self.settings.cache, cache_threshold=self.settings.cache_threshold,
+                                      compile_blocks=self.settings.compile_blocks,
+                                      attention_backend=self.settings.attention_backend)
         self.backends: dict[str, object] = {}
         self.text_to_image = (TextToImage(self.settings.keyframe_model, self.device, self.settings.models_dir,
                                           self.settings.keyframe_steps, self.settings.keyframe_guidance)
@@ -83,7 +86,7 @@ class DiffusersShotRenderer:
             file=f"shots/{final.name}", sha256=(digest := sha256_file(final)), rendered_sha256=digest,
             spec_sha256=spec_sha256(spec), started=started,
             finished=now_utc(), seconds=round(time.perf_counter() - t0, 3), rendered_on=platform.node(), notes=notes + out.notes,
-            **continuity,
+            speed=backend.speed, **continuity,
         )
 
 

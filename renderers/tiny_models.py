@@ -41,13 +41,13 @@ def _t5_encoder(d_model: int = 16, umt5: bool = False):
     return UMT5EncoderModel(UMT5Config(**kwargs)) if umt5 else T5EncoderModel(T5Config(**kwargs))
 
 
-def build_ltx(folder: Path) -> Path:
+def build_ltx(folder: Path, num_layers: int = 1) -> Path:
     from diffusers import AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler, LTXConditionPipeline, LTXVideoTransformer3DModel
 
     torch.manual_seed(0)
     transformer = LTXVideoTransformer3DModel(in_channels=8, out_channels=8, patch_size=1, patch_size_t=1,
                                              num_attention_heads=2, attention_head_dim=8, cross_attention_dim=16,
-                                             num_layers=1, caption_channels=16)
+                                             num_layers=num_layers, caption_channels=16)
     torch.manual_seed(0)
     vae = AutoencoderKLLTXVideo(in_channels=3, out_channels=3, latent_channels=8, block_out_channels=(8, 8, 8, 8),
                                 decoder_block_out_channels=(8, 8, 8, 8), layers_per_block=(1, 1, 1, 1, 1),

@@ -22,6 +22,7 @@ from PIL import Image
 from nightshift import faults
 from nightshift.errors import NightshiftError
 from nightshift.schemas import RenderSpec
+from nightshift.renderers.speed import apply_speed_settings
 from nightshift.renderers.memory import (MemoryPlan, QuantizationMode, MemoryTier, apply_fp8_storage, apply_tier, check_quantization,
                               compute_dtype, free_memory, is_out_of_memory, lower_tiers, plan_memory,
                               transformer_quantization_config)
@@ -55,6 +56,10 @@ class BackendOptions:
     gguf_file: Path | None = None
     models_dir: Path | None = None
     latent_upsampler: str | None = None  # LTX-Video: a spatial latent upsampler (model id or folder)
+    cache: str = "none"  # renderers/speed.py
+    cache_threshold: float = 0.05
+    compile_blocks: bool = False
+    attention_backend: str = "native"
 
 
 @dataclass
@@ -104,6 +109,7 @@ class DiffusersVideoBackend:
         self.pipe: Any = None
         self.memory: MemoryPlan | None = None
         self.loads = 0  # how many times weights were read from disk (once per run unless memory ran out)
+        self.speed: dict[str, object] = {}  # the speed settings applied at load (renderers/speed.py)
 
     # ------------------------------------------------------------------ loading
 
@@ -137,6 +143,9 @@ class DiffusersVideoBackend:
             apply_fp8_storage(pipe.transformer, self.dtype)
         pipe.set_progress_bar_config(disable=True)
         apply_tier(pipe, plan.tier, self.device)
+        options = self.options
+        self.speed = apply_speed_settings(pipe.transformer, options.cache, options.cache_threshold,
+                                          options.compile_blocks, options.attention_backend)
         self.pipe, self.memory = pipe, plan
         self.loads += 1
         self.on_loaded()

@@ -2,7 +2,7 @@
 Prefect server) at seeded points across claim, plan, queue, render, upscale, encode and deliver; start
 it again; check that every script is delivered exactly once and nothing is lost or doubled.
 
-Default: 14 points, two at each stage (two at a time, a few minutes). `pytest tests/faults --soak`: 500 points
+Default: 14 points, two at each stage (three at a time, about two minutes). `pytest tests/faults --soak`: 500 points
 drawn at random.
 The points are (stage, n): the n-th time the night reaches the stage (nightshift/faults.py, counted
 across serve and its render children), serve is killed (a kill in a render child takes serve down
@@ -157,7 +157,7 @@ def test_killed_anywhere_the_night_still_completes_once(tmp_path: Path, request:
                                                         prefect_api: str) -> None:
     count = 500 if request.config.getoption("--soak") else 2 * len(STAGES)
     points = _points(tmp_path, count, prefect_api)
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    with ThreadPoolExecutor(max_workers=3) as pool:
         results = list(pool.map(lambda item: _kill_and_recover(tmp_path, prefect_api, item[0], *item[1]),
                                 enumerate(points)))
     per_stage = {stage: [r for r in results if r[0] == stage] for stage in STAGES}
