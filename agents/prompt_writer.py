@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from nightshift.config import RenderDefaults
 from nightshift.families import FamilyRules, family_rules
-from nightshift.schemas import CameraMove, Framing, KeyframeSpec, RenderPlan, RenderSpec, Shot, ShotList
+from nightshift.schemas import CameraMove, Framing, KeyframeSpec, LoraSpec, RenderPlan, RenderSpec, Shot, ShotList
 from nightshift.templating import TemplateSet
 
 _FRAMING_PHRASES = {
@@ -102,11 +102,14 @@ class PromptWriter:
         if num_frames / fps + 0.5 / fps < shot.duration_s - 1 / fps:
             notes.append(f"{shot.duration_s:g}s asked; {rules.label} renders at most {rules.max_frames} frames ({num_frames / fps:.2f}s)")
         variables = self._variables(shot, shotlist)
+        looks = [shotlist.character_looks[name] for name in shot.characters if name in shotlist.character_looks]
+        triggers = [look.lora.trigger for look in looks if look.lora is not None and look.lora.trigger]
+        prompt = shot.prompt or self.templates.render_line(rules.prompt_template, **variables)
         return RenderSpec(
             shot_id=shot.id,
             family=rules.family,
             model_id=d.model_id or rules.default_model_id,
-            prompt=shot.prompt or self.templates.render_line(rules.prompt_template, **variables),
+            prompt=", ".join([*triggers, prompt]),
             negative_prompt=self.templates.render_line(rules.negative_template, **variables),
             keyframes=self.keyframes(shot, num_frames, variables, _previous(shot, shotlist)),
             seed=shot_seed(d.seed, shot.id if shot.take == 1 else f"{shot.id}/take{shot.take}"),
@@ -119,11 +122,20 @@ class PromptWriter:
             duration_s=shot.duration_s,
             transition=shot.transition,
             notes=notes,
+            references=[image for look in looks for image in look.images],
+            loras=[LoraSpec(name=_adapter_name(name), path=look.lora.path, weight=look.lora.weight)
+                   for name, look in zip([n for n in shot.characters if n in shotlist.character_looks], looks)
+                   if look.lora is not None],
         )
 
     def template_hashes(self) -> dict[str, str]:
         names = (self.rules.prompt_template, self.rules.negative_template, "keyframe.j2")
         return {name: self.templates.sha256(name) for name in names}
+
+
+def _adapter_name(character: str) -> str:
+    """A LoRA adapter name from a character's name (PEFT names are module-path-like)."""
+    return "look_" + ("".join(c if c.isalnum() else "_" for c in character.lower()).strip("_") or "character")[:50]
 
 
 def _previous(shot: Shot, shotlist: ShotList) -> Shot | None:

@@ -39,7 +39,7 @@ from nightshift.schemas import QUANTIZATION_MODES, RenderSpec
 DELIVERY_CODECS = ("libx264", "libx265")
 NVENC = ("h264_nvenc", "hevc_nvenc")
 TINY_BUILDERS: dict[str, Callable[[Path], Path]] = {"ltx": tiny_models.build_ltx, "ltx2": tiny_models.build_ltx2,
-                                                    "wan": tiny_models.build_wan}
+                                                    "wan": tiny_models.build_wan, "hunyuan": tiny_models.build_hunyuan}
 # Delivered H.264 at CRF 18 runs ~40 Mbit/s at 3840x2160 for camera-like footage: bytes a second per pixel.
 BYTES_PER_PIXEL_SECOND = 40e6 / 8 / (3840 * 2160)
 

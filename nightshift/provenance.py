@@ -52,7 +52,8 @@ class ScriptInput(BaseModel):
 
 class Inputs(BaseModel):
     script: ScriptInput
-    keyframe_images: list[FileRef] = Field(default_factory=list, description="Images the user supplied.")
+    keyframe_images: list[FileRef] = Field(default_factory=list, description="Images the user supplied: keyframes "
+                                                                             "and characters' reference images.")
 
 
 class Planning(BaseModel):
@@ -246,7 +247,8 @@ def build_manifest(folder: Path, shotlist: ShotList, plan: RenderPlan, records: 
     """The record of a delivery folder whose shots are rendered (outputs and signature come later)."""
     stored = script_copy_name(script_name)
     exchanges = sorted(p.relative_to(folder).as_posix() for p in (folder / PROVENANCE_DIR / "exchanges").glob("*.json"))
-    user_images = sorted({k.image_path for s in plan.specs for k in s.keyframes if k.image_path})
+    user_images = sorted({k.image_path for s in plan.specs for k in s.keyframes if k.image_path}
+                         | {image for s in plan.specs for image in s.references})  # keyframes and character references
     clips = [records[s.shot_id] for s in plan.specs]
     manifest = Manifest(
         title=plan.title, job_id=job_id, renderer=renderer, night_started=night_started, delivered=delivered,

@@ -230,6 +230,37 @@ class PlannerInfo(_Model):
     notes: list[str] = Field(default_factory=list, description="Why this planner ran, fallbacks, repairs.")
 
 
+class CharacterLoRA(_Model):
+    """A LoRA that holds one character's look: a local .safetensors, the word that calls it up, how strongly."""
+
+    path: str = Field(description="A local .safetensors (relative to the shot list's folder, or absolute).")
+    trigger: str = Field("", max_length=200, description="Added to the prompt of every shot the character is in.")
+    weight: float = Field(1.0, ge=-4, le=4)
+
+    @field_validator("path")
+    @classmethod
+    def _safetensors(cls, value: str) -> str:
+        if not value.endswith(".safetensors"):
+            raise ValueError(f"LoRA {value!r} must be a .safetensors file")
+        return value
+
+
+class CharacterLook(_Model):
+    """How a character looks, beyond words: reference images and an optional LoRA."""
+
+    images: list[str] = Field(default_factory=list, max_length=8,
+                              description="Reference images, paths relative to the shot list's folder.")
+    lora: CharacterLoRA | None = None
+
+    @field_validator("images")
+    @classmethod
+    def _inside(cls, value: list[str]) -> list[str]:
+        for image in value:
+            if Path(image).is_absolute() or ".." in Path(image).parts:
+                raise ValueError(f"reference image {image!r} must be a path inside the shot list's folder")
+        return value
+
+
 class ShotList(_Model):
     schema_version: str = SCHEMA_VERSION
     title: str = Field(max_length=TITLE_MAX)
@@ -240,6 +271,8 @@ class ShotList(_Model):
     character_bible: dict[str, str] = Field(
         default_factory=dict, description="Character name -> fixed visual description, used in every shot."
     )
+    character_looks: dict[str, CharacterLook] = Field(
+        default_factory=dict, description="Character name -> reference images and LoRA, used in every shot they are in.")
     scenes: list[SceneSummary] = Field(default_factory=list)
     shots: list[Shot]
     warnings: list[str] = Field(default_factory=list)
@@ -277,6 +310,12 @@ class KeyframeSpec(_Model):
         return self
 
 
+class LoraSpec(_Model):
+    name: str = Field(max_length=64, description="Adapter name: the character's, made safe.")
+    path: str
+    weight: float = 1.0
+
+
 class RenderSpec(_Model):
     shot_id: ShotId
     family: ModelFamily
@@ -294,6 +333,8 @@ class RenderSpec(_Model):
     duration_s: float = Field(gt=0, description="Requested duration; num_frames / fps may differ by frame-count rules.")
     transition: Transition = Transition.cut
     notes: list[str] = Field(default_factory=list)
+    references: list[str] = Field(default_factory=list, description="Reference images of the characters in frame.")
+    loras: list[LoraSpec] = Field(default_factory=list, description="The LoRAs of the characters in frame.")
 
 
 class RenderPlan(_Model):
@@ -317,7 +358,9 @@ def spec_sha256(spec: RenderSpec) -> str:
     next, and every shot is encoded ready for any transition, so changing one re-cuts but never re-renders."""
     # A keyframe's from_shot is left out when unset, so specs made before continuity existed keep their hash.
     unset = {i: {"from_shot"} for i, key in enumerate(spec.keyframes) if key.from_shot is None}
-    return hashlib.sha256(spec.model_dump_json(exclude={"transition": True, "keyframes": unset}).encode()).hexdigest()
+    exclude: dict[str, object] = {"transition": True, "keyframes": unset}
+    exclude.update({name: True for name in ("references", "loras") if not getattr(spec, name)})  # likewise
+    return hashlib.sha256(spec.model_dump_json(exclude=exclude).encode()).hexdigest()
 
 
 # --------------------------------------------------------------------------- clips
@@ -377,6 +420,8 @@ class ClipRecord(_Model):
     finished: str
     seconds: float
     rendered_on: str | None = Field(None, description="The host that rendered this clip.")
+    look: dict[str, object] = Field(default_factory=dict, description="Reference images and LoRAs used: each "
+                                                                      "file's sha256, each adapter's weight.")
     speed: dict[str, object] = Field(default_factory=dict, description="diffusers speed settings it ran with: step "
                                                                        "cache, compiled blocks, attention backend.")
     continues_from: str | None = Field(None, description="Continuity: the shot whose last frame this clip starts on.")

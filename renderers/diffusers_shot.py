@@ -19,6 +19,7 @@ from nightshift.files import now_utc, sha256_file
 from nightshift.renderers.encode import EncodeSettings, encode_frames
 from nightshift.renderers.continuity import continuity_record, end_frame, keep_last_frame
 from nightshift.renderers.keyframes import TextToImage, prepare_keyframes
+from nightshift.renderers.looks import resolve_look
 from nightshift.renderers.shots import AnimaticShotRenderer, RendererChoice, ShotJob, ShotRenderer, ClipFinish, finish_settings
 from nightshift.renderers.upscale import UpscaleSettings
 from nightshift.renderers.upscale_model import load_super_resolution
@@ -64,7 +65,8 @@ class DiffusersShotRenderer:
         backend = self.backend_for(spec)
         keyframes, notes = prepare_keyframes(spec, job.plan_folder, job.keyframes_dir, self.text_to_image)
         continuity = continuity_record(spec, job.keyframes_dir)
-        rendered = backend.render(spec, keyframes)
+        look = resolve_look(spec, job.plan_folder)
+        rendered = backend.render(spec, keyframes, look)
         out = rendered.output
         native = job.work_dir / f"{spec.shot_id}.native.mp4"
         frames = encode_frames(keep_last_frame(iter(out.frames), end_frame(job.keyframes_dir, spec.shot_id)), native,
@@ -86,7 +88,7 @@ class DiffusersShotRenderer:
             file=f"shots/{final.name}", sha256=(digest := sha256_file(final)), rendered_sha256=digest,
             spec_sha256=spec_sha256(spec), started=started,
             finished=now_utc(), seconds=round(time.perf_counter() - t0, 3), rendered_on=platform.node(), notes=notes + out.notes,
-            speed=backend.speed, **continuity,
+            speed=backend.speed, look=look.record(job.plan_folder), **continuity,
         )
 
 

@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
 from nightshift.errors import NightshiftError
 from nightshift.schemas import RenderSpec
 from nightshift.renderers.continuity import end_frame
+from nightshift.renderers.looks import fit_image
 from nightshift.renderers.memory import compute_dtype
 from nightshift.renderers.video import Keyframe
 from nightshift.renderers.weights import WeightsLocation, resolve_weights
@@ -57,14 +58,6 @@ class TextToImage:
     def describe(self) -> dict[str, object]:
         return {"model_id": self.location.model_id, "weights": str(self.location.path), "steps": self.steps,
                 "guidance": self.guidance}
-
-
-def fit_image(image: Image.Image, spec_size: tuple[int, int]) -> Image.Image:
-    """Scale and centre-crop to exactly `spec_size`, keeping the aspect ratio."""
-    image = ImageOps.exif_transpose(image).convert("RGB")
-    if image.size == spec_size:
-        return image
-    return ImageOps.fit(image, spec_size, method=Image.Resampling.LANCZOS)
 
 
 def load_user_image(plan_folder: Path, relative: str, size: tuple[int, int]) -> Image.Image:

@@ -32,6 +32,9 @@ def snap_condition_index(index: int, num_frames: int) -> int:
     return min(snapped, (num_frames - 1) // TEMPORAL_COMPRESSION * TEMPORAL_COMPRESSION)
 
 
+REFERENCE_STRENGTH = 0.5  # how strongly a character's reference image conditions the first frame
+
+
 class LTXVideoBackend(DiffusersVideoBackend):
     family = "ltx"
     pipeline_class = "LTXConditionPipeline"
@@ -72,6 +75,12 @@ class LTXVideoBackend(DiffusersVideoBackend):
             image = k.image if k.image.size == size else k.image.resize(size, Image.Resampling.LANCZOS)
             conditions.append(LTXVideoCondition(image=image, frame_index=index, strength=1.0))
             used.append(f"image@{index} ({k.source})")
+        if self.look.references and not any(k.frame_index == 0 for k in keyframes):
+            # A character's reference leans the first frame toward their look without fixing its composition.
+            reference = self.look.references[0]
+            image = reference if reference.size == size else reference.resize(size, Image.Resampling.LANCZOS)
+            conditions.insert(0, LTXVideoCondition(image=image, frame_index=0, strength=REFERENCE_STRENGTH))
+            used.insert(0, f"reference@0 (strength {REFERENCE_STRENGTH:g}, {self.look.reference_paths[0].name})")
         return conditions, used, notes
 
     def generate(self, spec: RenderSpec, keyframes: list[Keyframe]) -> VideoOutput:

@@ -93,6 +93,24 @@ def build_wan(folder: Path, image_to_video: bool = False) -> Path:
     return folder
 
 
+def build_wan_vace(folder: Path) -> Path:
+    """Wan VACE (text-to-video with reference images), the shape of Wan2.1-VACE / Wan2.2-VACE-Fun."""
+    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanVACEPipeline, WanVACETransformer3DModel
+
+    torch.manual_seed(0)
+    vae = AutoencoderKLWan(base_dim=3, z_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True],
+                           latents_mean=[0.0] * 4, latents_std=[1.0] * 4)
+    torch.manual_seed(0)
+    transformer = WanVACETransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8,
+                                            in_channels=4, out_channels=4, text_dim=16, freq_dim=32, ffn_dim=32,
+                                            num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+                                            rope_max_seq_len=32, vace_layers=[0], vace_in_channels=4 * 2 + 8 * 8)
+    pipe = WanVACEPipeline(vae=vae, text_encoder=_t5_encoder(umt5=True), tokenizer=_t5_tokenizer(),
+                           scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0), transformer=transformer)
+    pipe.save_pretrained(folder)
+    return folder
+
+
 def build_ltx2(folder: Path) -> Path:
     from diffusers import (AutoencoderKLLTX2Audio, AutoencoderKLLTX2Video, FlowMatchEulerDiscreteScheduler,
                            LTX2ConditionPipeline, LTX2VideoTransformer3DModel)
@@ -185,3 +203,58 @@ def write_gguf(model_folder: Path, path: Path) -> Path:
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+def _qwen2_tokenizer(folder: Path):
+    """A byte-level BPE tokenizer with every byte in its vocabulary and no merges, and a chat template."""
+    import json
+
+    from transformers import Qwen2Tokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    # Byte-level BPE spells each byte as one printable character: printable bytes as themselves, the rest
+    # shifted past 255 in order.
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("\u00a1"), ord("\u00ac") + 1), *range(ord("\u00ae"), 256)]
+    shifted = iter(range(256, 512))
+    vocab = {chr(b if b in printable else next(shifted)): i for i, b in enumerate(range(256))}
+    for special in ("<|endoftext|>", "<|im_start|>", "<|im_end|>"):
+        vocab[special] = len(vocab)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = Qwen2Tokenizer(vocab_file=str(folder / "vocab.json"), merges_file=str(folder / "merges.txt"),
+                               pad_token="<|endoftext|>")
+    tokenizer.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] if m['content'] is "
+                               "string else m['content'][0]['text'] }}<|im_end|>\n{% endfor %}"
+                               "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    return tokenizer
+
+
+def build_hunyuan(folder: Path) -> Path:
+    """HunyuanVideo 1.5 text-to-video: Qwen2.5-VL language model and ByT5 text encoders, its DiT and VAE."""
+    from diffusers import (AutoencoderKLHunyuanVideo15, ClassifierFreeGuidance, FlowMatchEulerDiscreteScheduler,
+                           HunyuanVideo15Pipeline, HunyuanVideo15Transformer3DModel)
+    from transformers import ByT5Tokenizer, Qwen2_5_VLTextConfig, Qwen2_5_VLTextModel, T5Config, T5EncoderModel
+
+    tokenizer = _qwen2_tokenizer(folder.parent / f".{folder.name}-tokenizer")
+    torch.manual_seed(0)
+    text_encoder = Qwen2_5_VLTextModel(Qwen2_5_VLTextConfig(
+        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=3, num_attention_heads=2,
+        num_key_value_heads=1, max_position_embeddings=2048, rope_scaling={"type": "default", "mrope_section": [1, 1, 2]},
+        bos_token_id=tokenizer.convert_tokens_to_ids("<|im_start|>"), eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        pad_token_id=tokenizer.pad_token_id))
+    torch.manual_seed(0)
+    text_encoder_2 = T5EncoderModel(T5Config(vocab_size=384, d_model=8, d_kv=4, d_ff=16, num_layers=1, num_heads=2,
+                                             relative_attention_num_buckets=8))
+    torch.manual_seed(0)
+    transformer = HunyuanVideo15Transformer3DModel(
+        in_channels=4 * 2 + 1, out_channels=4, num_attention_heads=2, attention_head_dim=8, num_layers=1,
+        num_refiner_layers=1, mlp_ratio=2.0, text_embed_dim=16, text_embed_2_dim=8, image_embed_dim=8,
+        rope_axes_dim=(2, 2, 4), task_type="t2v")
+    torch.manual_seed(0)
+    vae = AutoencoderKLHunyuanVideo15(latent_channels=4, block_out_channels=(8, 8, 8, 8, 8), layers_per_block=1,
+                                      spatial_compression_ratio=16, temporal_compression_ratio=4)
+    pipe = HunyuanVideo15Pipeline(text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer, vae=vae,
+                                  scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0), text_encoder_2=text_encoder_2,
+                                  tokenizer_2=ByT5Tokenizer(), guider=ClassifierFreeGuidance(guidance_scale=1.0))
+    pipe.save_pretrained(folder)
+    return folder

@@ -10,6 +10,7 @@ only say how to call their pipelines.
 from __future__ import annotations
 
 import importlib
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from PIL import Image
 from nightshift import faults
 from nightshift.errors import NightshiftError
 from nightshift.schemas import RenderSpec
+from nightshift.renderers.looks import ShotLook
 from nightshift.renderers.speed import apply_speed_settings
 from nightshift.renderers.memory import (MemoryPlan, QuantizationMode, MemoryTier, apply_fp8_storage, apply_tier, check_quantization,
                               compute_dtype, free_memory, is_out_of_memory, lower_tiers, plan_memory,
@@ -110,6 +112,8 @@ class DiffusersVideoBackend:
         self.memory: MemoryPlan | None = None
         self.loads = 0  # how many times weights were read from disk (once per run unless memory ran out)
         self.speed: dict[str, object] = {}  # the speed settings applied at load (renderers/speed.py)
+        self.adapters: set[str] = set()  # LoRA adapters loaded into the pipeline
+        self.look = ShotLook()  # the shot being rendered: its characters' references and LoRAs
 
     # ------------------------------------------------------------------ loading
 
@@ -129,7 +133,8 @@ class DiffusersVideoBackend:
         path = self.location.path
         kwargs: dict[str, Any] = {"dtype": self.dtype, "local_files_only": True}
         quant_config = transformer_quantization_config(plan.quantization, self.dtype)
-        transformer_cls = getattr(diffusers, self.entry.transformer_class)
+        transformer_cls = getattr(diffusers, _transformer_class(path) or "", None) or getattr(
+            diffusers, self.entry.transformer_class)
         if plan.quantization == "gguf":
             kwargs["transformer"] = transformer_cls.from_single_file(
                 str(self.options.gguf_file), quantization_config=quant_config, config=str(path),
@@ -146,7 +151,7 @@ class DiffusersVideoBackend:
         options = self.options
         self.speed = apply_speed_settings(pipe.transformer, options.cache, options.cache_threshold,
                                           options.compile_blocks, options.attention_backend)
-        self.pipe, self.memory = pipe, plan
+        self.pipe, self.memory, self.adapters = pipe, plan, set()
         self.loads += 1
         self.on_loaded()
 
@@ -155,7 +160,24 @@ class DiffusersVideoBackend:
 
     def unload(self) -> None:
         self.pipe = None
+        self.adapters = set()
         free_memory()
+
+    def use_adapters(self, spec: RenderSpec, look: ShotLook) -> None:
+        """The shot's characters' LoRAs active at their weights (each loaded once per run), no others."""
+        if not look.loras:
+            if self.adapters:
+                self.pipe.disable_lora()
+            return
+        if not hasattr(self.pipe, "load_lora_weights"):
+            raise NightshiftError(f"{spec.shot_id}: {type(self.pipe).__name__} takes no LoRA in diffusers",
+                                  "remove the lora from character_looks for this family, or render with another")
+        for adapter in look.loras:
+            if adapter.name not in self.adapters:
+                self.pipe.load_lora_weights(str(adapter.path), adapter_name=adapter.name)
+                self.adapters.add(adapter.name)
+        self.pipe.enable_lora()
+        self.pipe.set_adapters([a.name for a in look.loras], adapter_weights=[a.weight for a in look.loras])
 
     # ------------------------------------------------------------------ rendering
 
@@ -166,18 +188,24 @@ class DiffusersVideoBackend:
     def generate(self, spec: RenderSpec, keyframes: list[Keyframe]) -> VideoOutput:
         raise NotImplementedError
 
-    def render(self, spec: RenderSpec, keyframes: list[Keyframe]) -> RenderedVideo:
-        """Render one shot; on out-of-memory, free everything and retry at the next lower tier."""
+    def render(self, spec: RenderSpec, keyframes: list[Keyframe], look: ShotLook | None = None) -> RenderedVideo:
+        """Render one shot (with its characters' look: reference images, LoRAs); on out-of-memory, free
+        everything and retry at the next lower tier."""
         if spec.family != self.family:
             raise ValueError(f"{spec.shot_id}: spec is for {spec.family}, this backend renders {self.family}")
         self.ensure_loaded(spec)
+        self.look = look or ShotLook()
         attempts: list[str] = []
         started = time.perf_counter()
         while True:
             assert self.memory is not None
             try:
                 faults.reached("generate")
+                self.use_adapters(spec, self.look)
                 output = self.generate(spec, keyframes)
+                if self.look.references and not any(c.startswith("reference") for c in output.conditioning):
+                    output.notes.append(f"{type(self.pipe).__name__} takes no reference images in diffusers; the "
+                                        "characters' references were not used (their LoRAs and descriptions were)")
                 return RenderedVideo(output, self.memory.quantization, self.memory.tier, attempts, self.memory.reason,
                                      round(time.perf_counter() - started, 3))
             except Exception as error:  # noqa: BLE001 - only out-of-memory is handled; the rest re-raise
@@ -206,6 +234,15 @@ class DiffusersVideoBackend:
             if k.image.size != (spec.width, spec.height):
                 raise ValueError(f"{spec.shot_id}: keyframe {k.path.name} is {k.image.size[0]}x{k.image.size[1]}, "
                                  f"the shot renders at {spec.width}x{spec.height}")
+
+
+def _transformer_class(folder: Path) -> str | None:
+    """The transformer class a diffusers folder names (a VACE checkpoint's differs from its family's default)."""
+    try:
+        name = json.loads((folder / "transformer" / "config.json").read_text(encoding="utf-8")).get("_class_name")
+    except (OSError, ValueError):
+        return None
+    return name if isinstance(name, str) and name.isidentifier() else None
 
 
 def backend_class(family: str) -> type[DiffusersVideoBackend]:

@@ -23,6 +23,11 @@ class WanVideoBackend(DiffusersVideoBackend):
     def on_loaded(self) -> None:
         from diffusers import WanImageToVideoPipeline, WanPipeline
 
+        self.vace = type(self.pipe).__name__ == "WanVACEPipeline"
+        if self.vace:  # a VACE checkpoint: text-to-video with the characters' reference images
+            self.image_only = self.takes_image = self.expand_timesteps = False
+            self.variants = {"WanVACEPipeline": self.pipe}
+            return
         config = self.pipe.transformer.config
         z_dim = self.pipe.vae.config.z_dim
         self.expand_timesteps = bool(getattr(self.pipe.config, "expand_timesteps", False))
@@ -41,6 +46,8 @@ class WanVideoBackend(DiffusersVideoBackend):
         common = dict(prompt=spec.prompt, negative_prompt=spec.negative_prompt or None, width=spec.width,
                       height=spec.height, num_frames=spec.num_frames, num_inference_steps=spec.steps,
                       guidance_scale=spec.guidance, generator=self.generator(spec), output_type="np")
+        if self.vace:
+            return self._vace(spec, keyframes, common)
         if self.image_only and first is None:
             raise NightshiftError(f"{spec.shot_id}: this Wan checkpoint is image-to-video and the shot has no first frame",
                                   "set render.keyframe_model (a local text-to-image model) or first_frame_image in the shot list")
@@ -60,6 +67,14 @@ class WanVideoBackend(DiffusersVideoBackend):
             notes.append("this checkpoint is text-to-video; keyframes were not used")
         result = self.variants["WanPipeline"](**common)
         return VideoOutput(to_uint8_frames(result.frames), pipeline="WanPipeline (text-to-video)", notes=notes)
+
+    def _vace(self, spec: RenderSpec, keyframes: list[Keyframe], common: dict[str, Any]) -> VideoOutput:
+        references = self.look.references
+        notes = ["this VACE render takes the characters' reference images; keyframes were not used"] if keyframes else []
+        result = self.pipe(reference_images=references or None, **common)
+        used = [f"reference {i + 1} ({path.name})" for i, path in enumerate(self.look.reference_paths)]
+        return VideoOutput(to_uint8_frames(result.frames), pipeline="WanVACEPipeline (reference images)"
+                           if references else "WanVACEPipeline (text-to-video)", conditioning=used, notes=notes)
 
 
 BACKEND = WanVideoBackend
