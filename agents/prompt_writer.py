@@ -102,8 +102,8 @@ class PromptWriter:
         if num_frames / fps + 0.5 / fps < shot.duration_s - 1 / fps:
             notes.append(f"{shot.duration_s:g}s asked; {rules.label} renders at most {rules.max_frames} frames ({num_frames / fps:.2f}s)")
         variables = self._variables(shot, shotlist)
-        looks = [shotlist.character_looks[name] for name in shot.characters if name in shotlist.character_looks]
-        triggers = [look.lora.trigger for look in looks if look.lora is not None and look.lora.trigger]
+        looks = {name: shotlist.character_looks[name] for name in shot.characters if name in shotlist.character_looks}
+        triggers = [look.lora.trigger for look in looks.values() if look.lora is not None and look.lora.trigger]
         prompt = shot.prompt or self.templates.render_line(rules.prompt_template, **variables)
         return RenderSpec(
             shot_id=shot.id,
@@ -122,10 +122,9 @@ class PromptWriter:
             duration_s=shot.duration_s,
             transition=shot.transition,
             notes=notes,
-            references=[image for look in looks for image in look.images],
+            references=[image for look in looks.values() for image in look.images],
             loras=[LoraSpec(name=_adapter_name(name), path=look.lora.path, weight=look.lora.weight)
-                   for name, look in zip([n for n in shot.characters if n in shotlist.character_looks], looks)
-                   if look.lora is not None],
+                   for name, look in looks.items() if look.lora is not None],
         )
 
     def template_hashes(self) -> dict[str, str]:
@@ -135,7 +134,8 @@ class PromptWriter:
 
 def _adapter_name(character: str) -> str:
     """A LoRA adapter name from a character's name (PEFT names are module-path-like)."""
-    return "look_" + ("".join(c if c.isalnum() else "_" for c in character.lower()).strip("_") or "character")[:50]
+    safe = "".join(c if c.isascii() and c.isalnum() else "_" for c in character.lower()).strip("_")
+    return "look_" + (safe or "character")[:50]
 
 
 def _previous(shot: Shot, shotlist: ShotList) -> Shot | None:

@@ -16,7 +16,7 @@ from nightshift.files import atomic_output, inside
 from nightshift.jobs import Job
 from nightshift.plan_files import SHOTLIST_JSON, load_plan_folder, load_shotlist
 from nightshift.provenance import MANIFEST_JSON, Manifest
-from nightshift.review import ReviewBook, ShotReview
+from nightshift.review import ReviewBook, ShotReview, is_delivery_key
 from nightshift.schemas import slugify
 from nightshift.records import load_records
 from nightshift.renderers.continuity import continues_from
@@ -85,11 +85,22 @@ class DeliveryView:
 
 
 class Dailies:
-    """The studio's deliveries, read fresh for every page (a night may deliver while the page is open)."""
+    """The studio's deliveries as one page sees them: made for each request (a night may deliver while the page
+    is open), reading each manifest once."""
 
     def __init__(self, book: ReviewBook) -> None:
         self.book = book
         self.output = book.output.resolve()
+        self._manifests: dict[str, Manifest | None] = {}
+        self._parents: dict[str, str | None] | None = None
+
+    def manifest(self, key: str) -> Manifest | None:
+        if key not in self._manifests:
+            try:
+                self._manifests[key] = read_manifest(self.output / key)
+            except (OSError, ValueError):
+                self._manifests[key] = None  # unreadable: not listed (verify says why)
+        return self._manifests[key]
 
     def keys(self) -> list[str]:
         """Every delivery, newest night first, by name within a night."""
@@ -102,7 +113,7 @@ class Dailies:
         return keys
 
     def folder(self, key: str) -> Path:
-        if key.count("/") != 1 or any(part in ("", ".", "..") or part.startswith(".") for part in key.split("/")):
+        if not is_delivery_key(key):
             raise NightshiftError(f"no delivery {key!r}", "pick one from the list of nights")
         folder = inside(self.output / key, self.output, what="delivery")
         if not (folder / MANIFEST_JSON).is_file():
@@ -110,14 +121,11 @@ class Dailies:
         return folder
 
     def parents(self) -> dict[str, str | None]:
-        parents = {}
-        for key in self.keys():
-            try:
-                manifest = read_manifest(self.output / key)
-            except (OSError, ValueError):
-                continue
-            parents[key] = manifest.parent.path if manifest.parent is not None else None
-        return parents
+        """Each readable delivery and the version it was made from."""
+        if self._parents is None:
+            self._parents = {key: manifest.parent.path if manifest.parent is not None else None
+                             for key in self.keys() if (manifest := self.manifest(key)) is not None}
+        return self._parents
 
     def root_of(self, key: str, parents: dict[str, str | None]) -> str:
         seen = {key}
@@ -133,12 +141,14 @@ class Dailies:
         for key in parents:
             films.setdefault(self.root_of(key, parents), []).append(key)
         order = self.keys()
-        return sorted(((root, sorted(keys, key=lambda k: read_manifest(self.output / k).version))
+        return sorted(((root, sorted(keys, key=lambda k: self.manifest(k).version))
                        for root, keys in films.items()), key=lambda film: order.index(film[0]))
 
     def delivery(self, key: str) -> DeliveryView:
         folder = self.folder(key)
-        manifest = read_manifest(folder)
+        manifest = self.manifest(key)
+        if manifest is None:
+            raise NightshiftError(f"{key}: manifest.json cannot be read", f"run nightshift verify {folder}")
         shotlist, _ = load_shotlist(folder / SHOTLIST_JSON)
         shots = {shot.id: shot for shot in shotlist.shots}
         headings = {scene.number: scene.heading for scene in shotlist.scenes}
@@ -149,7 +159,10 @@ class Dailies:
                 notes.setdefault(mark.shot, []).append(mark.note)
         views = []
         for record in manifest.shots:
-            spec, clip, shot = record.spec, record.clip, shots[record.spec.shot_id]
+            spec, clip, shot = record.spec, record.clip, shots.get(record.spec.shot_id)
+            if shot is None:
+                raise NightshiftError(f"{key}: {spec.shot_id} is in manifest.json but not in shotlist.json",
+                                      f"run nightshift verify {folder}")
             views.append(ShotView(
                 id=spec.shot_id, scene=shot.scene, heading=headings.get(shot.scene, ""), framing=shot.framing.value,
                 camera_move=shot.camera_move.value, duration_s=shot.duration_s, action=shot.action,

@@ -33,7 +33,7 @@ from nightshift.config import Settings
 from nightshift.delivery import read_manifest
 from nightshift.edits import REVIEW_FIELDS, Mark, MarkAction
 from nightshift.errors import NightshiftError
-from nightshift.files import inside, now_utc, write_atomic
+from nightshift.files import atomic_output, inside, now_utc, write_atomic
 from nightshift.jobs import Job, JobStore, RedoOrder
 from nightshift.leases import LeaseBook, Owner, lease_key
 from nightshift.plan_files import SHOTLIST_JSON, load_plan_folder, load_shotlist
@@ -86,6 +86,8 @@ class ReviewBook:
                               "name a folder like output/2026-12-01/the-last-keeper (see `nightshift review`)")
 
     def _path(self, key: str) -> Path:
+        if not is_delivery_key(key):  # keys also come from records on disk (a manifest's parent, a job)
+            raise NightshiftError(f"{key!r} is not a delivery of this studio", "name it as DATE/NAME under output/")
         return self.root / f"{key}.json"
 
     def marks(self, key: str) -> list[Mark]:
@@ -117,7 +119,8 @@ class ReviewBook:
         states: dict[str, ShotReview] = {}
         folder = self.output / key
         manifest = read_manifest(folder) if (folder / MANIFEST_JSON).is_file() else None
-        if manifest is not None and manifest.parent is not None and manifest.parent.path not in _seen | {key}:
+        if (manifest is not None and manifest.parent is not None and is_delivery_key(manifest.parent.path)
+                and manifest.parent.path not in _seen | {key}):
             inherited = self.states(manifest.parent.path, _seen | {key})
             for shot in manifest.carried_shots:
                 review = inherited.get(shot)
@@ -135,11 +138,7 @@ class ReviewBook:
     def _redo_state(self, mark: Mark) -> ShotReview:
         job = self.jobs.load(mark.job) if mark.job and self.jobs.path(mark.job).is_file() else None
         if job is not None and job.state == "delivered" and job.delivery:
-            try:
-                done_in = Path(job.delivery).resolve().relative_to(self.output.resolve()).as_posix()
-            except ValueError:
-                done_in = None
-            return ShotReview("redone", mark, job.id, done_in=done_in)
+            return ShotReview("redone", mark, job.id, done_in=delivery_key(self.output, job.delivery))
         if job is not None and job.state == "failed":
             return ShotReview("redo failed", mark, job.id)
         return ShotReview("redo", mark, mark.job)
@@ -162,7 +161,7 @@ class ReviewBook:
         if not shots or unknown:
             raise NightshiftError(f"{key}: no shot {', '.join(unknown) or '(none named)'}",
                                   f"shot ids look like {shotlist.shots[0].id}; see {folder / 'shotlist.md'}")
-        changes = {k: v for k, v in (changes or {}).items()}
+        changes = dict(changes or {})
         if (changes or keyframe) and action != "redo":
             raise NightshiftError(f"{key}: changes to a shot render it again",
                                   "use --redo with --set (or the Redo button with your changes)")
@@ -267,6 +266,21 @@ class ReviewBook:
             self.jobs.save(job)
 
 
+def is_delivery_key(key: str) -> bool:
+    """DATE/NAME: one folder of one night under the studio's output, neither hidden nor a way out."""
+    parts = key.split("/")
+    return len(parts) == 2 and all(part and part not in (".", "..") and not part.startswith(".") for part in parts)
+
+
+def delivery_key(output: Path, folder: Path | str) -> str | None:
+    """A delivery folder's DATE/NAME key, or None when it is not one of this studio's deliveries."""
+    try:
+        key = Path(folder).resolve().relative_to(output.resolve()).as_posix()
+    except ValueError:
+        return None
+    return key if is_delivery_key(key) else None
+
+
 def approved_shots(settings: Settings, folder: Path, shot_ids: list[str]) -> list[str]:
     """Those of `shot_ids` approved in review, when `folder` is one of this studio's deliveries."""
     book = ReviewBook(settings)
@@ -318,10 +332,8 @@ def store_upload(folder: Path, data: bytes) -> str:
     digest = hashlib.sha256(png).hexdigest()
     target = folder / f"{digest}.png"
     if not target.is_file():
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{digest}.partial"
-        tmp.write_bytes(png)
-        tmp.replace(target)
+        with atomic_output(target) as tmp:
+            tmp.write_bytes(png)
     return digest
 
 

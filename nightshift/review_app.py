@@ -31,7 +31,7 @@ from nightshift.dailies import Dailies, DeliveryView
 from nightshift.edits import REVIEW_FIELDS
 from nightshift.errors import NightshiftError
 from nightshift.files import OutsideStudio, inside
-from nightshift.review import MAX_UPLOAD_BYTES, ReviewBook
+from nightshift.review import MAX_UPLOAD_BYTES, ReviewBook, delivery_key
 from nightshift.schemas import CameraMove, Framing
 from nightshift.seal import delivered_files
 from nightshift.templating import html_templates
@@ -86,7 +86,6 @@ class ReviewServer:
 
 def build_app(server: ReviewServer) -> Starlette:
     book = ReviewBook(server.settings)
-    dailies = Dailies(book)
     pages = html_templates(server.settings.templates_override_dir)
     frames_cache = server.settings.resolve(Path(".nightshift")) / "cache" / "review-frames"
     night = server.settings.night
@@ -98,6 +97,7 @@ def build_app(server: ReviewServer) -> Starlette:
         return HTMLResponse(html, status_code=status)
 
     def index(request: Request) -> Response:
+        dailies = Dailies(book)  # read fresh for each page, each manifest once
         nights: dict[str, list[dict[str, object]]] = {}
         for root, keys in dailies.films():
             views = [dailies.delivery(key) for key in keys]
@@ -111,14 +111,16 @@ def build_app(server: ReviewServer) -> Starlette:
         return page("review_index.html.j2", request, nights=sorted(nights.items(), reverse=True))
 
     def delivery(request: Request) -> Response:
+        dailies = Dailies(book)  # read fresh for each page, each manifest once
         key = f"{request.path_params['night']}/{request.path_params['name']}"
         view = dailies.delivery(key)
-        return page("review_delivery.html.j2", request, d=view, jobs=_jobs(view, dailies),
+        return page("review_delivery.html.j2", request, d=view, jobs=_jobs(view, book),
                     versions=sum(len(keys) for root, keys in dailies.films() if root == view.root),
                     framings=[f.value for f in Framing], moves=[m.value for m in CameraMove],
                     window=f"{night.window_start}-{night.window_end}")
 
     def compare(request: Request) -> Response:
+        dailies = Dailies(book)  # read fresh for each page, each manifest once
         root = f"{request.path_params['night']}/{request.path_params['name']}"
         keys = next((k for r, k in dailies.films() if r == root), None)
         if keys is None:
@@ -138,6 +140,7 @@ def build_app(server: ReviewServer) -> Starlette:
                     versions=[{"key": v.key, "version": v.version} for v in views])
 
     def media(request: Request) -> Response:
+        dailies = Dailies(book)  # read fresh for each page, each manifest once
         key = f"{request.path_params['night']}/{request.path_params['name']}"
         folder = dailies.folder(key)
         relative = request.path_params["path"]
@@ -150,6 +153,7 @@ def build_app(server: ReviewServer) -> Starlette:
         return FileResponse(path, headers={"Cache-Control": "no-cache"})
 
     def frame(request: Request) -> Response:
+        dailies = Dailies(book)  # read fresh for each page, each manifest once
         key = f"{request.path_params['night']}/{request.path_params['name']}"
         return FileResponse(dailies.frame(key, request.path_params["shot"], frames_cache), media_type="image/jpeg")
 
@@ -167,7 +171,7 @@ def build_app(server: ReviewServer) -> Starlette:
             changes = {name: _text(form.get(f"set_{name}")) for name in REVIEW_FIELDS if form.get(f"set_{name}") is not None}
         back = f"/d/{quote(key)}"
         try:
-            dailies.folder(key)
+            Dailies(book).folder(key)  # the page's DATE/NAME, nothing else (the command also takes a path)
             if action not in ("approve", "redo", "withdraw"):
                 raise NightshiftError(f"unknown mark {action!r}", "approve, redo or withdraw")
             if changes.get("prompt") == "":
@@ -221,18 +225,10 @@ def _text(value: object) -> str:
     return str(value or "").replace("\r\n", "\n").strip()
 
 
-def _jobs(view: DeliveryView, dailies: Dailies) -> list[dict[str, object]]:
-    jobs = []
-    for job in view.jobs:
-        key = None
-        if job.delivery:
-            try:
-                key = Path(job.delivery).resolve().relative_to(dailies.output).as_posix()
-            except ValueError:
-                key = None
-        jobs.append({"state": job.state, "shots": job.redo.shots if job.redo else [], "delivery": job.delivery,
-                     "delivery_key": key, "error": job.error, "id": job.id})
-    return jobs
+def _jobs(view: DeliveryView, book: ReviewBook) -> list[dict[str, object]]:
+    return [{"state": job.state, "shots": job.redo.shots if job.redo else [], "id": job.id, "error": job.error,
+             "delivery": job.delivery, "delivery_key": delivery_key(book.output, job.delivery) if job.delivery else None}
+            for job in view.jobs]
 
 
 def serve_review(server: ReviewServer) -> None:

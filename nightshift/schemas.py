@@ -230,6 +230,13 @@ class PlannerInfo(_Model):
     notes: list[str] = Field(default_factory=list, description="Why this planner ran, fallbacks, repairs.")
 
 
+def _safetensors_path(value: str) -> str:
+    """A LoRA is only ever read from a .safetensors file (no pickled code)."""
+    if not value.endswith(".safetensors"):
+        raise ValueError(f"LoRA {value!r} must be a .safetensors file")
+    return value
+
+
 class CharacterLoRA(_Model):
     """A LoRA that holds one character's look: a local .safetensors, the word that calls it up, how strongly."""
 
@@ -240,9 +247,7 @@ class CharacterLoRA(_Model):
     @field_validator("path")
     @classmethod
     def _safetensors(cls, value: str) -> str:
-        if not value.endswith(".safetensors"):
-            raise ValueError(f"LoRA {value!r} must be a .safetensors file")
-        return value
+        return _safetensors_path(value)
 
 
 class CharacterLook(_Model):
@@ -301,7 +306,7 @@ class KeyframeSpec(_Model):
     frame_index: int = Field(ge=0)
     prompt: str | None = None
     image_path: str | None = None
-    from_shot: str | None = Field(None, description="Continuity: the last rendered frame of this shot (the one before).")
+    from_shot: ShotId | None = Field(None, description="Continuity: the last rendered frame of this shot (the one before).")
 
     @model_validator(mode="after")
     def _one_source(self) -> KeyframeSpec:
@@ -311,9 +316,14 @@ class KeyframeSpec(_Model):
 
 
 class LoraSpec(_Model):
-    name: str = Field(max_length=64, description="Adapter name: the character's, made safe.")
+    name: str = Field(pattern=r"^[a-z0-9_]{1,64}$", description="Adapter name: the character's, made safe.")
     path: str
-    weight: float = 1.0
+    weight: float = Field(1.0, ge=-4, le=4)
+
+    @field_validator("path")
+    @classmethod
+    def _safetensors(cls, value: str) -> str:
+        return _safetensors_path(value)
 
 
 class RenderSpec(_Model):
@@ -424,7 +434,7 @@ class ClipRecord(_Model):
                                                                       "file's sha256, each adapter's weight.")
     speed: dict[str, object] = Field(default_factory=dict, description="diffusers speed settings it ran with: step "
                                                                        "cache, compiled blocks, attention backend.")
-    continues_from: str | None = Field(None, description="Continuity: the shot whose last frame this clip starts on.")
+    continues_from: ShotId | None = Field(None, description="Continuity: the shot whose last frame this clip starts on.")
     continues_frame_sha256: str | None = Field(None, description="The sha256 of that frame (keyframes/<shot>-end.png) "
                                                                  "as it was used; a new one renders this shot again.")
     notes: list[str] = Field(default_factory=list)

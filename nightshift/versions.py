@@ -18,6 +18,8 @@ import os
 import shutil
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from nightshift.config import Settings
 from nightshift.delivery import read_manifest
 from nightshift.edits import Mark
@@ -117,9 +119,17 @@ def prepare_version(job: Job, parent: Path, uploads: Path, settings: Settings) -
 def _apply_marks(folder: Path, job: Job, uploads: Path, settings: Settings) -> None:
     """The marks' changes into the copy's shot list and edit history; only the marked shots' specs change."""
     assert job.redo is not None
-    marks = [Mark.model_validate(m) for m in job.redo.marks]
     parent_shotlist, parent_plan = load_plan_folder(folder)
     shots = {shot.id: shot.model_dump(mode="json") for shot in parent_shotlist.shots}
+    try:
+        marks = [Mark.model_validate(m) for m in job.redo.marks]
+    except ValidationError as error:
+        raise NightshiftError(f"job {job.id}: a review mark in it cannot be read ({error.errors()[0]['msg']})",
+                              "mark the shots again (nightshift mark); the job file was edited by hand") from None
+    unknown = sorted({m.shot for m in marks} - set(shots) | set(job.redo.shots) - set(shots))
+    if unknown:
+        raise NightshiftError(f"job {job.id}: no shot {', '.join(unknown)} in {folder.name}'s shot list",
+                              "mark the shots again (nightshift mark); the job file was edited by hand")
     for mark in marks:
         shots[mark.shot].update(mark.changes)
         if mark.keyframe:
@@ -129,8 +139,12 @@ def _apply_marks(folder: Path, job: Job, uploads: Path, settings: Settings) -> N
             shutil.copyfile(image, target)
     for shot_id in job.redo.shots:
         shots[shot_id]["take"] = shots[shot_id].get("take", 1) + 1
-    edited = parent_shotlist.model_validate({**parent_shotlist.model_dump(mode="json"),
-                                             "shots": [shots[s.id] for s in parent_shotlist.shots]})
+    try:
+        edited = parent_shotlist.model_validate({**parent_shotlist.model_dump(mode="json"),
+                                                 "shots": [shots[s.id] for s in parent_shotlist.shots]})
+    except ValidationError as error:  # marks are checked when made; a job file edited since is not acted on
+        raise NightshiftError(f"job {job.id}: its marks do not make a valid shot list ({error.errors()[0]['msg']})",
+                              "mark the shots again (nightshift mark)") from None
     write_shotlist(folder, edited, TemplateSet(settings.templates_override_dir))
     who = ", ".join(sorted({m.who for m in marks}))
     notes: dict[str, str] = {}
@@ -166,13 +180,12 @@ def version_lineage(job: Job, jobs: JobStore, output: Path, settings: Settings) 
     others = [m for m in ReviewBook(settings).marks(job.redo.parent) if m.action != "redo" and m.id not in taken]
     marks = sorted(asked + others, key=lambda m: m.when)
     manifest = read_manifest(parent)
-    output = parent.parent.parent
     # Carried: what is still the parent's clip, byte for byte (a shot continuing a redone one renders again too).
     records = load_records(Path(job.work_folder))
     carried = [shot.clip.shot_id for shot in manifest.shots
                if shot.clip.shot_id in records and records[shot.clip.shot_id].sha256 == shot.clip.sha256]
     return Lineage(version=manifest.version + 1,
-                   parent=ParentVersion(path=parent.relative_to(output).as_posix(), version=manifest.version,
+                   parent=ParentVersion(path=parent.relative_to(output.resolve()).as_posix(), version=manifest.version,
                                         manifest_sha256=sha256_file(parent / MANIFEST_JSON),
                                         provenance_sha256=manifest.provenance_sha256),
                    review=marks, carried_shots=carried)

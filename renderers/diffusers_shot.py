@@ -19,7 +19,7 @@ from nightshift.files import now_utc, sha256_file
 from nightshift.renderers.encode import EncodeSettings, encode_frames
 from nightshift.renderers.continuity import continuity_record, end_frame, keep_last_frame
 from nightshift.renderers.keyframes import TextToImage, prepare_keyframes
-from nightshift.renderers.looks import resolve_look
+from nightshift.renderers.looks import FileHashes, resolve_look
 from nightshift.renderers.shots import AnimaticShotRenderer, RendererChoice, ShotJob, ShotRenderer, ClipFinish, finish_settings
 from nightshift.renderers.upscale import UpscaleSettings
 from nightshift.renderers.upscale_model import load_super_resolution
@@ -49,6 +49,7 @@ class DiffusersShotRenderer:
                                       compile_blocks=self.settings.compile_blocks,
                                       attention_backend=self.settings.attention_backend)
         self.backends: dict[str, object] = {}
+        self.file_hashes: FileHashes = {}  # characters' references and LoRAs, hashed once per run
         self.text_to_image = (TextToImage(self.settings.keyframe_model, self.device, self.settings.models_dir,
                                           self.settings.keyframe_steps, self.settings.keyframe_guidance)
                               if self.settings.keyframe_model else None)
@@ -88,7 +89,7 @@ class DiffusersShotRenderer:
             file=f"shots/{final.name}", sha256=(digest := sha256_file(final)), rendered_sha256=digest,
             spec_sha256=spec_sha256(spec), started=started,
             finished=now_utc(), seconds=round(time.perf_counter() - t0, 3), rendered_on=platform.node(), notes=notes + out.notes,
-            speed=backend.speed, look=look.record(job.plan_folder), **continuity,
+            speed=backend.speed, look=look.record(job.plan_folder, self.file_hashes), **continuity,
         )
 
 

@@ -43,13 +43,26 @@ class ShotLook:
     reference_paths: list[Path] = field(default_factory=list)
     loras: list[AdapterFile] = field(default_factory=list)
 
-    def record(self, plan_folder: Path) -> dict[str, object]:
-        """What the clip record keeps: every file's sha256, every adapter's weight."""
+    def record(self, plan_folder: Path, hashes: FileHashes | None = None) -> dict[str, object]:
+        """What the clip record keeps: every file's sha256, every adapter's weight. `hashes` (the renderer's, for
+        its run) keeps a LoRA of hundreds of MB in many shots from being read again for each."""
         if not self.reference_paths and not self.loras:
             return {}
-        return {"references": [{"path": _shown(p, plan_folder), "sha256": sha256_file(p)} for p in self.reference_paths],
-                "loras": [{"name": a.name, "path": _shown(a.path, plan_folder), "sha256": sha256_file(a.path),
+        hashes = {} if hashes is None else hashes
+        return {"references": [{"path": _shown(p, plan_folder), "sha256": _sha256(p, hashes)} for p in self.reference_paths],
+                "loras": [{"name": a.name, "path": _shown(a.path, plan_folder), "sha256": _sha256(a.path, hashes),
                            "weight": a.weight} for a in self.loras]}
+
+
+FileHashes = dict[tuple[Path, int, int], str]  # (file, size, mtime) -> sha256
+
+
+def _sha256(path: Path, hashes: FileHashes) -> str:
+    stat = path.stat()
+    key = (path.resolve(), stat.st_size, stat.st_mtime_ns)
+    if key not in hashes:
+        hashes[key] = sha256_file(path)
+    return hashes[key]
 
 
 def _shown(path: Path, plan_folder: Path) -> str:

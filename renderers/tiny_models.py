@@ -10,6 +10,7 @@ on this machine, with no download.
 from __future__ import annotations
 
 import string
+import tempfile
 from pathlib import Path
 
 import torch
@@ -19,7 +20,7 @@ _WORDS = ["<pad>", "</s>", "<unk>", "<s>", "<bos>", "<eos>", "<start_of_turn>", 
                              "close", "shot", "of", "in", "on", "and")] + list(string.ascii_lowercase) + ["\u2581"]
 
 
-def _t5_tokenizer():
+def t5_tokenizer():
     from transformers import T5Tokenizer
 
     return T5Tokenizer(vocab=[(w, -float(i)) for i, w in enumerate(_WORDS)], extra_ids=0)
@@ -32,7 +33,7 @@ def _gemma_tokenizer():
     return GemmaTokenizer(vocab=vocab, merges=[])
 
 
-def _t5_encoder(d_model: int = 16, umt5: bool = False):
+def t5_encoder(d_model: int = 16, umt5: bool = False):
     from transformers import T5Config, T5EncoderModel, UMT5Config, UMT5EncoderModel
 
     kwargs = dict(vocab_size=len(_WORDS), d_model=d_model, d_kv=4, d_ff=32, num_layers=1, num_heads=2,
@@ -58,20 +59,12 @@ def build_ltx(folder: Path, num_layers: int = 1) -> Path:
                                 upsample_residual=(False, False, False, False), upsample_factor=(1, 1, 1, 1),
                                 timestep_conditioning=False, patch_size=1, patch_size_t=1,
                                 encoder_causal=True, decoder_causal=False)
-    pipe = LTXConditionPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=_t5_encoder(),
-                                tokenizer=_t5_tokenizer(), transformer=transformer)
+    pipe = LTXConditionPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=t5_encoder(),
+                                tokenizer=t5_tokenizer(), transformer=transformer)
     pipe.save_pretrained(folder)
     return folder
 
 
-def build_ltx_latent_upsampler(folder: Path, latent_channels: int = 8) -> Path:
-    """A spatial 2x latent upsampler for the tiny LTX above (its VAE has 8 latent channels)."""
-    from diffusers.pipelines.ltx.modeling_latent_upsampler import LTXLatentUpsamplerModel
-
-    torch.manual_seed(0)
-    LTXLatentUpsamplerModel(in_channels=latent_channels, mid_channels=32, num_blocks_per_stage=1, dims=3,
-                            spatial_upsample=True, temporal_upsample=False).save_pretrained(folder)
-    return folder
 
 
 def build_wan(folder: Path, image_to_video: bool = False) -> Path:
@@ -86,29 +79,13 @@ def build_wan(folder: Path, image_to_video: bool = False) -> Path:
                                         in_channels=4 * 2 + 4 if image_to_video else 4, out_channels=4,
                                         text_dim=16, freq_dim=32, ffn_dim=32, num_layers=1, cross_attn_norm=True,
                                         qk_norm="rms_norm_across_heads", rope_max_seq_len=32)
-    common = dict(vae=vae, text_encoder=_t5_encoder(umt5=True), tokenizer=_t5_tokenizer(),
+    common = dict(vae=vae, text_encoder=t5_encoder(umt5=True), tokenizer=t5_tokenizer(),
                   scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0), transformer=transformer)
     pipe = WanImageToVideoPipeline(**common) if image_to_video else WanPipeline(**common)
     pipe.save_pretrained(folder)
     return folder
 
 
-def build_wan_vace(folder: Path) -> Path:
-    """Wan VACE (text-to-video with reference images), the shape of Wan2.1-VACE / Wan2.2-VACE-Fun."""
-    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanVACEPipeline, WanVACETransformer3DModel
-
-    torch.manual_seed(0)
-    vae = AutoencoderKLWan(base_dim=3, z_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True],
-                           latents_mean=[0.0] * 4, latents_std=[1.0] * 4)
-    torch.manual_seed(0)
-    transformer = WanVACETransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8,
-                                            in_channels=4, out_channels=4, text_dim=16, freq_dim=32, ffn_dim=32,
-                                            num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
-                                            rope_max_seq_len=32, vace_layers=[0], vace_in_channels=4 * 2 + 8 * 8)
-    pipe = WanVACEPipeline(vae=vae, text_encoder=_t5_encoder(umt5=True), tokenizer=_t5_tokenizer(),
-                           scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0), transformer=transformer)
-    pipe.save_pretrained(folder)
-    return folder
 
 
 def build_ltx2(folder: Path) -> Path:
@@ -163,46 +140,8 @@ def build_ltx2(folder: Path) -> Path:
     return folder
 
 
-def build_text_to_image(folder: Path) -> Path:
-    """A tiny PixArt-Sigma (T5 text encoder, DiT, KL VAE): the shape of a local keyframe model."""
-    from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, PixArtSigmaPipeline, PixArtTransformer2DModel
-
-    torch.manual_seed(0)
-    transformer = PixArtTransformer2DModel(sample_size=32, num_layers=1, patch_size=2, attention_head_dim=8,
-                                           num_attention_heads=2, caption_channels=16, in_channels=4,
-                                           cross_attention_dim=16, out_channels=8, attention_bias=True,
-                                           activation_fn="gelu-approximate", num_embeds_ada_norm=1000,
-                                           norm_type="ada_norm_single", norm_elementwise_affine=False, norm_eps=1e-6)
-    torch.manual_seed(0)
-    vae = AutoencoderKL(block_out_channels=(8, 8), in_channels=3, out_channels=3, latent_channels=4,
-                        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-                        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), norm_num_groups=4)
-    pipe = PixArtSigmaPipeline(tokenizer=_t5_tokenizer(), text_encoder=_t5_encoder(), vae=vae, transformer=transformer,
-                               scheduler=DPMSolverMultistepScheduler())
-    pipe.save_pretrained(folder)
-    return folder
 
 
-def write_gguf(model_folder: Path, path: Path) -> Path:
-    """The tiny LTX transformer as a GGUF single file: Q8_0 where a row fills whole 32-value blocks, F32 elsewhere."""
-    import gguf
-    import numpy as np
-    from safetensors.torch import load_file
-
-    state = load_file(str(model_folder / "transformer" / "diffusion_pytorch_model.safetensors"))
-    writer = gguf.GGUFWriter(str(path), arch="ltxv")
-    for name, tensor in state.items():
-        array = tensor.float().numpy()
-        if array.ndim == 2 and array.shape[-1] % 32 == 0:
-            packed = gguf.quantize(array, gguf.GGMLQuantizationType.Q8_0)
-            writer.add_tensor(name, packed, raw_shape=packed.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
-        else:
-            writer.add_tensor(name, array.astype(np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
 
 
 def _qwen2_tokenizer(folder: Path):
@@ -235,7 +174,8 @@ def build_hunyuan(folder: Path) -> Path:
                            HunyuanVideo15Pipeline, HunyuanVideo15Transformer3DModel)
     from transformers import ByT5Tokenizer, Qwen2_5_VLTextConfig, Qwen2_5_VLTextModel, T5Config, T5EncoderModel
 
-    tokenizer = _qwen2_tokenizer(folder.parent / f".{folder.name}-tokenizer")
+    with tempfile.TemporaryDirectory() as files:  # its vocab files; the pipeline saves the tokenizer itself
+        tokenizer = _qwen2_tokenizer(Path(files))
     torch.manual_seed(0)
     text_encoder = Qwen2_5_VLTextModel(Qwen2_5_VLTextConfig(
         vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=3, num_attention_heads=2,

@@ -18,6 +18,7 @@ from nightshift.files import sha256_file
 from nightshift.plan_files import load_plan_folder
 from nightshift.records import load_records
 from nightshift.renderers import tiny_models
+from tests import tiny_models as test_models
 from nightshift.renderers.looks import resolve_look
 from nightshift.renderers.video import BackendOptions, backend_class
 from nightshift.schemas import RenderSpec
@@ -87,7 +88,7 @@ def test_a_characters_reference_and_lora_reach_the_shots_they_are_in(tmp_path: P
 
 
 def test_wan_vace_takes_the_characters_reference_images(tmp_path: Path) -> None:
-    model = tiny_models.build_wan_vace(tmp_path / "vace")
+    model = test_models.build_wan_vace(tmp_path / "vace")
     (tmp_path / "looks").mkdir()
     Image.new("RGB", (40, 40), (30, 160, 60)).save(tmp_path / "looks" / "ada.png")
     spec = RenderSpec(shot_id="s01-sh01", family="wan", model_id=str(model), prompt="a woman walks", seed=1,

@@ -24,6 +24,7 @@ from nightshift.renderers.registry import REGISTRY, estimate_vram_gb, family_for
 from nightshift.renderers.video import BackendOptions, Keyframe, ShotOutOfMemory, backend_class
 from nightshift.renderers.weights import ModelNotAvailable, resolve_weights
 from nightshift.renderers import tiny_models
+from tests import tiny_models as test_models
 
 
 @pytest.fixture(scope="session")
@@ -34,7 +35,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "ltx2": tiny_models.build_ltx2(root / "ltx2"),
         "wan": tiny_models.build_wan(root / "wan"),
         "wan_i2v": tiny_models.build_wan(root / "wan-i2v", image_to_video=True),
-        "t2i": tiny_models.build_text_to_image(root / "t2i"),
+        "t2i": test_models.build_text_to_image(root / "t2i"),
     }
 
 
@@ -125,7 +126,7 @@ def test_ltx_snaps_keyframe_indices_to_latent_frames(tiny: dict[str, Path], tmp_
 
 
 def test_ltx_latent_upsampler_renders_half_size_then_refines(tiny: dict[str, Path], tmp_path: Path) -> None:
-    upsampler = tiny_models.build_ltx_latent_upsampler(tmp_path / "upsampler")
+    upsampler = test_models.build_ltx_latent_upsampler(tmp_path / "upsampler")
     backend = backend_class("ltx")(str(tiny["ltx"]), BackendOptions(quantization="none", latent_upsampler=str(upsampler)))
     calls: list[tuple[int, int, str]] = []
     out = backend.render(_spec("ltx", tiny["ltx"], 17, size=64), [_keyframe(0, (200, 40, 40), tmp_path, size=64)])
@@ -144,7 +145,7 @@ def test_ltx_latent_upsampler_renders_half_size_then_refines(tiny: dict[str, Pat
 
 
 def test_gguf_single_file_transformer(tiny: dict[str, Path], tmp_path: Path) -> None:
-    gguf_file = tiny_models.write_gguf(tiny["ltx"], tmp_path / "tiny-ltx-Q8_0.gguf")
+    gguf_file = test_models.write_gguf(tiny["ltx"], tmp_path / "tiny-ltx-Q8_0.gguf")
     backend = backend_class("ltx")(str(tiny["ltx"]), BackendOptions(quantization="gguf", gguf_file=gguf_file))
     out = backend.render(_spec("ltx", tiny["ltx"], 9), [])  # the backend's options decide the quantization
     assert out.quantization == "gguf" and out.output.frames.shape == (9, 32, 32, 3)

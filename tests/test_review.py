@@ -271,6 +271,8 @@ def test_marks_from_the_command_line_follow_the_rules_and_a_killed_redo_night_lo
         book.mark(key, ["s01-sh02"], "redo", keyframe=b"\x89PNG\r\n\x1a\nnot really")
     with pytest.raises(NightshiftError, match="is not a delivery"):
         book.mark("../../etc", ["s01-sh02"], "approve")
+    with pytest.raises(NightshiftError, match="is not a delivery of this studio"):
+        book.marks("../../../etc/passwd")  # a key read from a record (a manifest's parent, a job) is checked too
 
     # The redo night killed mid-shot (`nightshift serve` and its render child): the next start delivers v2 once.
     # (A kill at every other step of a night, redo or not, is the kill-point suite's: tests/faults.)
