@@ -1,8 +1,9 @@
 """Prefect flows: thin shells over the night engine (nightshift/engine.py).
 
 Each flow builds an engine whose `Steps` are Prefect runs, and calls one engine method:
-`intake` plans a claimed script, `render` renders and delivers one job, `overnight` runs the
-engine's queue loop, `run_script` is `nightshift run`. Runs are named after what they are (the
+`intake` plans a claimed script, `render` renders and delivers one job, `overnight` is one
+machine's night (the engine's queue loop, pass after pass), `night` starts an `overnight` run on
+every GPU machine of the work pool, `run_script` is `nightshift run`. Runs are named after what they are (the
 script, the night's date); tasks after the shot. The engine decides everything; Prefect adds
 names, logs, the GPU slot in the UI, and artifacts.
 """
@@ -27,10 +28,13 @@ from prefect.artifacts import (create_markdown_artifact, create_progress_artifac
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
+from prefect.client.schemas.objects import WorkQueueStatus
 from prefect.concurrency.sync import concurrency
+from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
 
+from nightshift.machine import machine_name
 from nightshift.config import Settings, load_settings
 from nightshift.engine import NightEngine
 from nightshift.errors import DiskFull, NightshiftError
@@ -206,30 +210,70 @@ def render(job_id: str, title: str, project_dir: str = ".", config: str | None =
     return _outcome(engine_for(project_dir, config, renderer, respect_window).work_job(job_id))
 
 
+def _night_of() -> str:
+    return flow_run.parameters.get("night_of") or datetime.now().strftime("%Y-%m-%d")
+
+
+def _machine_night_name() -> str:
+    """"night of 2026-12-01 on gpu-a": the given night (else today), and the machine it runs on."""
+    return f"night of {_night_of()} on {machine_name()}"
+
+
 def _night_name() -> str:
-    """"night of 2026-12-01": the given night, else today's date (never an empty name)."""
-    return f"night of {flow_run.parameters.get('night_of') or datetime.now().strftime('%Y-%m-%d')}"
+    return f"night of {_night_of()}"
 
 
-@flow(name="nightshift-overnight", flow_run_name=_night_name)
+@flow(name="nightshift-overnight", flow_run_name=_machine_night_name)
 def overnight(project_dir: str = ".", config: str | None = None, renderer: str | None = None,
               respect_window: bool = True, night_of: str = "") -> list[dict]:
-    """Render every queued job (priority, then arrival order) within the window, through the engine's loop;
-    what is left waits for the next night. The queue is read again before each job."""
+    """This machine's night: render every queued job it can lease (priority, then arrival order), each shot
+    under its own lease, through the engine's loop, until the window closes (without the window: until every
+    job is delivered or failed). Work another machine holds is waited for and taken over if that machine dies."""
     engine = engine_for(project_dir, config, renderer, respect_window)
     logger = get_run_logger()
-    pending = engine.store.pending()
-    if not pending:
-        logger.info("the queue is empty: nothing to render tonight")
-        return []
     if not engine.window_open():
         logger.info(f"outside the window {engine.settings.night.window_start}-{engine.settings.night.window_end}: "
-                    f"{len(pending)} job(s) wait")
+                    f"{len(engine.store.pending())} job(s) wait")
         return []
-    outcomes = engine.render_queue()
+    if not engine.store.pending():
+        logger.info("the queue is empty" + ("; jobs planned before the window closes are rendered tonight"
+                                            if respect_window else ": nothing to render"))
+    outcomes = engine.render_night()
     left = len(engine.store.pending())
-    logger.info(f"{sum(o.status == 'delivered' for o in outcomes)} delivered tonight; {left} job(s) still queued")
+    delivered = sum(o.status == "delivered" for o in outcomes)
+    logger.info(f"{delivered} delivered from {machine_name()} tonight; {left} job(s) still queued")
     return [o.__dict__ for o in outcomes]
+
+
+def machine_queues(work_pool: str) -> tuple[list[str], list[str]]:
+    """The work pool's machine queues (one per GPU machine, named after its host; every queue but the
+    default): those a worker polls now, and those whose worker is gone."""
+    with get_client(sync_client=True) as client:
+        queues = client.read_work_queues(work_pool_name=work_pool)
+    machines = [q for q in queues if q.name != "default"]
+    return ([q.name for q in machines if q.status == WorkQueueStatus.READY],
+            [q.name for q in machines if q.status != WorkQueueStatus.READY])
+
+
+@flow(name="nightshift-night", flow_run_name=_night_name)
+def night(project_dir: str = ".", config: str | None = None, renderer: str | None = None,
+          respect_window: bool = True, night_of: str = "", work_pool: str = "nightshift-gpu",
+          deployment: str = "nightshift-overnight/overnight") -> list[str]:
+    """Start tonight on every GPU machine: one `overnight` run in each machine's work queue of `work_pool`
+    (its worker polls it), or, with no machine queues (one machine), one in the default queue. Returns the
+    flow run ids."""
+    logger = get_run_logger()
+    ready, gone = machine_queues(work_pool)
+    for name in gone:
+        logger.warning(f"{name}: no worker has polled its queue lately; no night for it (start its worker)")
+    started = []
+    for queue in ready or ["default"]:
+        run = run_deployment(deployment, work_queue_name=queue, timeout=0, parameters={
+            "project_dir": project_dir, "config": config, "renderer": renderer,
+            "respect_window": respect_window, "night_of": night_of or datetime.now().strftime("%Y-%m-%d")})
+        logger.info(f"the night on {queue}: flow run {run.id}")
+        started.append(str(run.id))
+    return started
 
 
 @flow(name="nightshift-run", flow_run_name="{script_name}")

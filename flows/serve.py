@@ -13,12 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import platform
 import threading
 
 from prefect.events import emit_event
 from prefect.runner import Runner
 
+from nightshift.machine import machine_name
 from nightshift.config import Settings
 from nightshift.errors import NightshiftError
 from nightshift.flows.night import overnight, render
@@ -35,7 +35,7 @@ class ServedDeployments:
     """
 
     def __init__(self, settings: Settings, config: str | None, renderer: str | None) -> None:
-        self.runner = Runner(name=f"nightshift-{platform.node()}", pause_on_shutdown=True)
+        self.runner = Runner(name=f"nightshift-{machine_name()}", pause_on_shutdown=True)
         self.settings, self.config, self.renderer = settings, config, renderer
         self.thread: threading.Thread | None = None
         self.ready = threading.Event()

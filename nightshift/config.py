@@ -129,6 +129,9 @@ class NightSettings(_Section):
     stable_s: float = Field(10.0, ge=0, le=3600, description="A dropped file is taken once its size and time have "
                             "not changed for this long (and no process has it open for writing).")
     poll_s: float = Field(1.0, gt=0, le=600, description="How often the inbox and the queue are checked.")
+    lease_ttl_s: float = Field(60.0, ge=5, le=3600, description="A machine sharing the studio that stops renewing "
+                               "its leases for this long is taken to be gone and its shots are rendered by another. "
+                               "Keep the machines' clocks in step (NTP) to well within this.")
 
 
 class SigningSettings(_Section):

@@ -3,21 +3,23 @@
     claim -> plan -> queue -> render each shot -> deliver -> settle
 
 `nightshift serve`, `nightshift run`, `nightshift render` (nightshift/plan_render.py), the Prefect
-flows (flows/night.py) and the fault suites all drive `NightEngine`. Prefect only wraps its steps (`Steps`: flow and
+flows (flows/night.py) and the fault suites all drive `NightEngine`; its shot loop is
+nightshift/shot_loop.py, a job's delivery nightshift/job_delivery.py. Prefect only wraps its steps (`Steps`: flow and
 task runs, names, logs, artifacts); it never re-implements them.
 
-Ownership holds across processes and machines that share the studio folder: a claim is planned
-only under its lease, a job is rendered and delivered only under its lease (nightshift/leases.py),
-a GPU is used only under its machine lock. Every step is written down before the work it
-announces, so a process killed anywhere leaves a studio the next start finishes without loss or
-repeat: only what has no finished, verified output is done again.
+Ownership holds across processes and machines that share the studio folder (nightshift/leases.py):
+a claim is planned only under its lease; a job is started, delivered or failed only under its lease;
+each shot is rendered only under its own lease, so machines render one job's shots side by side (a
+feature is spread over every GPU, not left on one), and whichever renders the last shot delivers;
+a GPU is used only under its machine lock. Every step is written down before the work it announces,
+so a process or a machine killed anywhere leaves a studio the next start (or another machine, once
+the dead one's leases expire) finishes without loss or repeat: only what has no finished, verified
+output is done again.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,25 +28,22 @@ from pathlib import Path
 
 import watchfiles
 
-from nightshift import faults
 from nightshift.config import Settings
-from nightshift.delivery import delivery_folder, move_into_place
-from nightshift.errors import DiskFull, NightshiftError, ShotFailed, is_disk_full
-from nightshift.files import inside, is_partial
-from nightshift.inbox import Claim, is_candidate, leftover_claims, pending_files, settle
-from nightshift.intake import Intake, failure_report
+from nightshift.errors import DiskFull, NightshiftError, ShotFailed
+from nightshift.files import inside
+from nightshift.inbox import Claim, is_candidate, leftover_claims, pending_files
+from nightshift.intake import Intake
+from nightshift.job_delivery import JobDelivery
 from nightshift.jobs import Job, JobStore
 from nightshift.leases import HOST, LeaseBook, Owner, lease_key
 from nightshift.plan_files import load_plan_folder
-from nightshift.credentials import ShotSigner
-from nightshift.provenance import MANIFEST_JSON
-from nightshift.records import record_shot, shots_not_done, with_continuations
-from nightshift.render_worker import RenderWorker, render_with_retries
+from nightshift.records import VerifiedClips, shots_not_done
+from nightshift.renderers.continuity import continues_from
 from nightshift.renderers.shots import RendererChoice, choose_renderer
-from nightshift.schemas import RenderPlan, RenderSpec, slugify
-from nightshift.signing import SigningError
-from nightshift.seal import FINISH_STEPS, Report, seal_delivery
-from nightshift.versions import start_version, version_lineage, version_slug, waiting_for
+from nightshift.schemas import RenderPlan
+from nightshift.seal import FINISH_STEPS, Report
+from nightshift.shot_loop import ShotLoop, shot_key
+from nightshift.versions import start_version, waiting_for
 from nightshift.steps import (PROCESS_PROGRESS, PROCESS_STOP, IntakeOutcome, JobOutcome, Progress, ProgressBoard, Steps,
                               Stop, backoff_s, in_window)
 
@@ -65,7 +64,10 @@ class NightEngine:
         self.intake = Intake(self)
         studio = self.settings.resolve(Path(".nightshift"))
         self.store = JobStore(studio / "jobs")
-        self.leases = LeaseBook.of(studio / "leases")
+        self.leases = LeaseBook.of(studio / "leases", self.settings.night.lease_ttl_s)
+        self.delivery = JobDelivery(self)
+        self.shots = ShotLoop(self)
+        self.verified = VerifiedClips()
         self.work_root = studio / "work"
         self.inbox = self.settings.resolve(self.settings.paths.inbox)
         self.output = self.settings.resolve(self.settings.paths.output)
@@ -115,124 +117,111 @@ class NightEngine:
                                                     self.settings.night.window_end)
 
     def work_job(self, job_id: str) -> JobOutcome:
-        """Render a job's remaining shots and deliver it, under the job's lease. Another owner's job is left
-        to it ("busy"); one already delivered, by anyone, is reported ("delivered_elsewhere")."""
-        lease = self.leases.take(lease_key("job", job_id), what=f"rendering job {job_id}")
-        if isinstance(lease, Owner):
-            return JobOutcome(job_id, "busy", f"job {job_id} is being rendered by {lease.describe()}")
-        with lease:
-            job = self.store.load(job_id)
-            if not self.trusted(job):
-                return JobOutcome(job_id, "failed", f"job {job_id}: the record is tampered with; not acted on")
-            finished = self.finish_interrupted_delivery(job)
-            if finished is not None:
-                return JobOutcome(job_id, "delivered", f"{job.script_name}: delivered to {finished}", str(finished))
-            if job.state == "delivered":
-                return JobOutcome(job_id, "delivered_elsewhere",
-                                  f"{job.script_name}: delivered by {job.delivered_by or 'an earlier run'} to {job.delivery}",
-                                  job.delivery)
-            if job.state == "failed":
-                return JobOutcome(job_id, "failed", f"{job.script_name}: this job failed ({job.error}); "
-                                                    "fix the script and drop it again")
-            return self._render_and_deliver(job)
-
-    def _render_and_deliver(self, job: Job) -> JobOutcome:
+        """Render the job's shots no one else is rendering, then deliver it if every shot is done. Its lease
+        is held to start it and to deliver or fail it; each shot has a lease of its own while it renders. A job
+        whose lease is held elsewhere is left ("busy"); one whose last shots render elsewhere is left to that
+        machine ("elsewhere"); one already delivered, by anyone, is reported ("delivered_elsewhere")."""
+        started = self._start_job(job_id)
+        if isinstance(started, JobOutcome):
+            return started
+        job, plan, choice = started
         folder = Path(job.work_folder)
         try:
-            if job.redo is not None and not folder.is_dir():
-                start_version(job, self.store, self.output, self.settings)
-            _, plan = load_plan_folder(folder)
-            choice = self.choose(plan)
-        except NightshiftError as error:  # a damaged plan, a model that is not here: reported, not retried
-            self.fail(job, "rendering", error.report())
-            return JobOutcome(job.id, "failed", f"{job.script_name}: failed: {error}")
-        if job.night_started is None:
-            job.night_started = datetime.now().isoformat(timespec="seconds")
-        job.state, job.renderer = "rendering", f"{choice.kind}: {choice.reason}"
-        job.log(f"rendering with {choice.kind} ({choice.reason}) on {HOST}")
-        self.store.save(job)
-        self.say(f"{job.script_name}: renderer {choice.kind} ({choice.reason})")
-        try:
             with self.steps.gpu(self, choice.device):
-                stopped = self.render_shots(folder, folder, plan, choice, job=job)
+                stopped = self.shots.render(folder, folder, plan, choice, job=job)
         except InterruptedError:
             stopped = "stopped"
         except DiskFull as error:
-            self._pause(job, error.report())
+            with self.leases.hold(job_key(job.id), what=f"pausing job {job.id}"):
+                self.delivery.pause(self.store.load(job.id), error.report())
             raise  # the whole queue waits for space (render_queue backs off)
         except ShotFailed as error:
             if self.stop.is_set():
                 stopped = "stopped"
             else:
-                self.fail(job, "rendering", error.report())
+                with self.leases.hold(job_key(job.id), what=f"failing job {job.id}"):
+                    self.delivery.fail(self.store.load(job.id), "rendering", error.report())
                 return JobOutcome(job.id, "failed", f"{job.script_name}: failed: {error}")
-        if stopped:
+        if stopped in ("stopped", "window"):
             why = ("stopped; it resumes where it stopped on the next start" if stopped == "stopped"
                    else f"the window closed at {self.settings.night.window_end}; the rest waits for the next night")
             self.say(f"{job.script_name}: {why}")
             return JobOutcome(job.id, "stopped" if stopped == "stopped" else "waiting", f"{job.script_name}: {why}")
-        try:
-            delivered = self.steps.deliver(job.label, lambda: self.deliver(job))
-        except DiskFull:
-            raise  # deliver paused the job; the whole queue waits for space (render_queue backs off)
-        except NightshiftError as error:  # e.g. signing: reported once, not retried every poll; the shots are kept
-            self.fail(self.store.load(job.id), "delivery", error.report())
-            return JobOutcome(job.id, "failed", f"{job.script_name}: delivery failed: {error}")
+        return self._finish_job(job.id)
+
+    def _start_job(self, job_id: str) -> JobOutcome | tuple[Job, RenderPlan, RendererChoice]:
+        """Under the job's lease: check the record, finish a delivery a kill interrupted, make a redo's
+        version folder, choose the renderer and say the job is rendering (and where)."""
+        lease = self.leases.take(job_key(job_id), what=f"starting job {job_id}")
+        if isinstance(lease, Owner):
+            return JobOutcome(job_id, "busy", f"job {job_id} is being started or delivered by {lease.describe()}")
+        with lease:
+            job = self.store.load(job_id)
+            if not self.trusted(job):
+                return JobOutcome(job_id, "failed", f"job {job_id}: the record is tampered with; not acted on")
+            finished = self.delivery.finish_interrupted(job)
+            if finished is not None:
+                return JobOutcome(job_id, "delivered", f"{job.script_name}: delivered to {finished}", str(finished))
+            settled = self._settled(job)
+            if settled is not None:
+                return settled
+            folder = Path(job.work_folder)
+            try:
+                if job.redo is not None and not folder.is_dir():
+                    start_version(job, self.store, self.output, self.settings)
+                _, plan = load_plan_folder(folder)
+                choice = self.choose(plan)
+            except NightshiftError as error:  # a damaged plan, a model that is not here: reported, not retried
+                self.delivery.fail(job, "rendering", error.report())
+                return JobOutcome(job.id, "failed", f"{job.script_name}: failed: {error}")
+            if job.night_started is None:
+                job.night_started = datetime.now().isoformat(timespec="seconds")
+            job.state, job.renderer = "rendering", f"{choice.kind}: {choice.reason}"
+            job.log(f"rendering with {choice.kind} ({choice.reason}) on {HOST}")
+            self.store.save(job)
+        self.say(f"{job.script_name}: renderer {choice.kind} ({choice.reason})")
+        return job, plan, choice
+
+    @staticmethod
+    def _settled(job: Job) -> JobOutcome | None:
+        if job.state == "delivered":
+            return JobOutcome(job.id, "delivered_elsewhere",
+                              f"{job.script_name}: delivered by {job.delivered_by or 'an earlier run'} to {job.delivery}",
+                              job.delivery)
+        if job.state == "failed":
+            return JobOutcome(job.id, "failed", f"{job.script_name}: this job failed ({job.error}); "
+                                                "fix the script and drop it again")
+        return None
+
+    def _finish_job(self, job_id: str) -> JobOutcome:
+        """Under the job's lease: deliver it when every shot is done; else say where its last shots render."""
+        lease = self.leases.take(job_key(job_id), what=f"delivering job {job_id}")
+        if isinstance(lease, Owner):
+            return JobOutcome(job_id, "busy", f"job {job_id} is being delivered by {lease.describe()}")
+        with lease:
+            job = self.store.load(job_id)
+            settled = self._settled(job)
+            if settled is not None:
+                return settled
+            folder = Path(job.work_folder)
+            _, plan = load_plan_folder(folder)
+            left = shots_not_done(folder, plan.specs, self.verified)
+            if left:
+                owners = {owner.host for spec in left if (owner := self.leases.busy(shot_key(job.id, spec.shot_id)))}
+                where = ", ".join(sorted(owners)) or "no machine yet"
+                message = (f"{job.script_name}: {len(left)} shot(s) left, rendering on {where}; "
+                           "the machine that renders the last one delivers")
+                self.say(message)
+                return JobOutcome(job.id, "elsewhere", message)
+            try:
+                delivered = self.steps.deliver(job.label, lambda: self.delivery.deliver(job))
+            except DiskFull:
+                raise  # deliver paused the job; the whole queue waits for space (render_queue backs off)
+            except NightshiftError as error:  # e.g. signing: reported once, not retried every poll; the shots are kept
+                self.delivery.fail(self.store.load(job.id), "delivery", error.report())
+                return JobOutcome(job.id, "failed", f"{job.script_name}: delivery failed: {error}")
         self.steps.delivered(self.store.load(job.id), delivered)
         return JobOutcome(job.id, "delivered", f"{job.script_name}: delivered to {delivered}", str(delivered))
-
-    def render_shots(self, plan_folder: Path, out_folder: Path, plan: RenderPlan, choice: RendererChoice,
-                     specs: list[RenderSpec] | None = None, job: Job | None = None) -> str | None:
-        """The one shot loop: each spec not done (or `specs`) through the render child, recorded as it lands.
-        Returns "stopped" or "window" when it stopped early, None when every shot is done."""
-        todo = specs if specs is not None else shots_not_done(out_folder, plan.specs)
-        todo, chained = with_continuations(plan.specs, todo)  # a shot continuing one that renders renders after it
-        total = len(plan.specs)
-        done = total - len(todo)
-        title = plan.title
-        script_sha256 = load_plan_folder(plan_folder)[0].source_sha256
-        # Progress counts the finishing steps too, so 100% means delivered (a plan folder is cut, not sealed).
-        units = total + (len(FINISH_STEPS) if job is not None or (out_folder / MANIFEST_JSON).is_file() else 2)
-        self.progress(job, out_folder, Progress(title, "rendering shots", done, units))
-        signer = ShotSigner(self.settings)
-        worker = RenderWorker()
-        try:
-            with self.stop.calling(worker.stop):
-                for spec in todo:
-                    if self.stop.is_set():
-                        return "stopped"
-                    if not self.window_open():
-                        return "window"
-                    self.say(f"{title}: {spec.shot_id} rendering ({done + 1}/{total})")
-                    request = render_request(plan_folder, out_folder, spec.shot_id, choice, self.settings)
-                    record = self.steps.shot(title, spec.shot_id, lambda: render_with_retries(
-                        worker, request, self.settings.night.shot_timeout_s, self.settings.night.shot_retries,
-                        self.say))
-                    # Signed once, now: a shot's credentials describe only itself (nightshift/credentials.py).
-                    try:
-                        record = signer.sign(out_folder, record, spec, title, script_sha256)
-                    except SigningError as error:  # a bad certificate fails the job once, not every poll
-                        raise ShotFailed(f"{title}: {spec.shot_id} rendered but could not be signed: {error}",
-                                         error.hint) from None
-                    except OSError as error:
-                        if not is_disk_full(error):
-                            raise
-                        raise DiskFull(f"{title}: {spec.shot_id}: the disk filled up signing it ({error})") from error
-                    if spec.shot_id in chained:
-                        record.notes.append(f"rendered again because {chained[spec.shot_id]}, which it continues, "
-                                            "was rendered again")
-                    record_shot(out_folder, record)
-                    self.say(f"{title}: {spec.shot_id} done: {record.backend} model={record.model_id or '-'} tier={record.tier} "
-                             f"quantization={record.quantization} device={record.device} {record.frames} frames "
-                             f"in {record.seconds:.1f}s")
-                    done += 1
-                    self.progress(job, out_folder, Progress(title, "rendering shots", done, units, spec.shot_id))
-        except BaseException:
-            worker.stop()  # interrupted (a signal, Prefect's TerminationSignal): never wait on a render
-            raise
-        finally:
-            worker.close()
-        return None
 
     def progress(self, job: Job | None, folder: Path, event: Progress) -> None:
         self.steps.progress(job, folder, event)
@@ -254,95 +243,38 @@ class NightEngine:
 
         return report
 
-    def finish_interrupted_delivery(self, job: Job) -> Path | None:
-        """A run killed after its work folder was renamed into output/ but before the job said so:
-        the delivery is complete (the rename is the last step), so record it and settle the script."""
-        if job.state == "delivered" or not job.delivering_to:
-            return None
-        target = Path(job.delivering_to)
-        if Path(job.work_folder).exists() or not (target / "manifest.json").is_file():
-            return None
-        job.state, job.delivery, job.work_folder = "delivered", str(target), str(target)
-        job.delivered_by = f"an earlier run (recorded after a restart by {describe_self()})"
-        job.log(f"delivered to {target} (recorded after a restart)")
-        self.settle(job, ok=True)
-        return target
-
-    def deliver(self, job: Job) -> Path:
-        """Assemble, seal, move into output/YYYY-MM-DD/<slug>/ and settle the script as done (under the job lease)."""
-        finished = self.finish_interrupted_delivery(job)
-        if finished is not None:
-            return finished
-        work = Path(job.work_folder)
-        _, plan = load_plan_folder(work)
-        missing = [s.shot_id for s in shots_not_done(work, plan.specs)]
-        if missing:
-            raise NightshiftError(f"{job.script_name}: shots {', '.join(missing)} are not rendered; nothing delivered")
-        remove_leftovers(work)
-        try:
-            night = datetime.fromisoformat(job.night_started) if job.night_started else datetime.now()
-            lineage = version_lineage(job, self.store, self.output, self.settings) if job.redo else None
-            slug = slugify(plan.title) if lineage is None else version_slug(plan.title, lineage.version)
-            target = delivery_folder(self.output, night, slug)
-            job.log(f"delivering to {target}")
-            seal_delivery(work, self.settings, script_name=job.script_name, script_sha256=job.script_sha256,
-                          job_id=job.id, renderer=job.renderer or "", night_started=job.night_started,
-                          history=job.history, lineage=lineage, report=self.finishing(job, work, plan))
-            job.delivering_to = str(target)
-            self.store.save(job)
-            faults.reached("deliver")
-            delivered = move_into_place(work, target)
-        except DiskFull as full:  # signing found the disk full
-            self._pause(self.store.load(job.id), full.report())
-            raise
-        except OSError as error:
-            if not is_disk_full(error):
-                raise
-            full = DiskFull(f"{job.script_name}: the disk filled up while delivering ({error})",
-                            "free disk space; every shot is kept and the delivery is made again on the next try")
-            self._pause(self.store.load(job.id), full.report())
-            raise full from error
-        job.state, job.delivery, job.work_folder = "delivered", str(delivered), str(delivered)
-        job.delivered_by = describe_self()
-        job.log(f"delivered to {delivered} by {job.delivered_by}")
-        self.settle(job, ok=True)
-        total = len(plan.specs) + len(FINISH_STEPS)
-        self.progress(job, delivered, Progress(plan.title, "delivered", total, total, str(delivered)))
-        return delivered
-
-    def _pause(self, job: Job, detail: str) -> None:
-        """Stop work on a job without failing it (a full disk): it stays queued, with the reason logged."""
-        job.state = "queued"
-        job.log(f"paused: {detail}")
-        self.store.save(job)
-
-    def fail(self, job: Job, stage: str, detail: str) -> None:
-        job.state, job.error = "failed", detail
-        job.log(f"failed at {stage}: {detail}")
-        self.settle(job, ok=False, report=failure_report(job.script_name, stage,
-                                                            detail + f"\n\nWork folder: {job.work_folder}"))
-
-    def settle(self, job: Job, ok: bool, report: str | None = None) -> None:
-        """Save the job's new state, then move its script to inbox/done/ or failed/ (if still claimed)."""
-        self.store.save(job)
-        claimed = Path(job.claimed_path)
-        if job.claimed_path and claimed.exists() and claimed.parent.parent.name == ".claimed":
-            job.claimed_path = str(settle(claimed, self.inbox, ok=ok, report=report))
-            self.store.save(job)
-
     # ------------------------------------------------------------------ the loop
 
     def next_job(self, tried: set[str]) -> Job | None:
-        """The next job this process may render now: pending, trusted, not backing off, not leased elsewhere."""
+        """The next job this process may work on now: pending, trusted, not backing off, with something to do
+        here (a shot no one renders, or its delivery)."""
         while (job := self.store.next_pending(tried)) is not None:
             tried.add(job.id)
             if not self.trusted(job) or time.monotonic() < self.retry_at.get(job.id, 0.0):
                 continue
             if waiting_for(job, self.store) is not None:
                 continue  # the version it builds on is not delivered yet
-            if self.leases.busy(lease_key("job", job.id)) is None:
+            if self.has_work_here(job):
                 return job
         return None
+
+    def has_work_here(self, job: Job) -> bool:
+        """Can this process do something for `job` now: start it, render a shot no one else renders (one whose
+        first frame is not the end of a shot rendering elsewhere), or deliver it? Finished clips are stat'ed,
+        not hashed again, so a machine can ask this of the whole queue every few seconds."""
+        if self.leases.busy(job_key(job.id)) is not None:
+            return False
+        folder = Path(job.work_folder)
+        try:
+            _, plan = load_plan_folder(folder)
+            left = shots_not_done(folder, plan.specs, self.verified)
+        except (NightshiftError, OSError, ValueError):
+            return True  # a redo not started yet, or a damaged plan: work_job starts it or reports it
+        elsewhere: set[str] = set()
+        for spec in left:
+            if continues_from(spec) in elsewhere or self.leases.busy(shot_key(job.id, spec.shot_id)) is not None:
+                elsewhere.add(spec.shot_id)
+        return not left or len(elsewhere) < len(left)
 
     def render_queue(self, limit: int | None = None) -> list[JobOutcome]:
         """Every job this process can render now (at most `limit`), higher priority first, read again before each."""
@@ -373,6 +305,19 @@ class NightEngine:
             outcomes.append(outcome)
             if outcome.status in ("stopped", "waiting") or (limit is not None and len(outcomes) >= limit):
                 break
+        return outcomes
+
+    def render_night(self) -> list[JobOutcome]:
+        """One machine's night under a work pool (flows/night.py `overnight`): render what this machine can
+        lease, pass after pass, until the window closes (jobs that arrive meanwhile are rendered too) or, when
+        the window is not respected, until every job is delivered or failed. Work other machines hold is
+        waited for, not left: a machine that dies is taken over once its leases expire."""
+        outcomes: list[JobOutcome] = []
+        while not self.stop.is_set() and self.window_open():
+            outcomes += self.render_queue()
+            if not self.respect_window and not any(self.trusted(job) for job in self.store.pending()):
+                break
+            self.stop.wait(self.settings.night.poll_s)
         return outcomes
 
     def idle(self) -> bool:
@@ -411,7 +356,7 @@ class NightEngine:
         if intake and any(self.leases.busy(lease_key("claim", p.parent.name)) is None
                           for p in leftover_claims(self.inbox) if p not in queued):
             return False
-        return all(self.leases.busy(lease_key("job", j.id)) is not None or not self.trusted(j)
+        return all(not self.has_work_here(j) or not self.trusted(j)
                    or waiting_for(j, self.store) is not None for j in self.store.pending())
 
     def run_claim(self, claimed: Path, force: bool = False) -> JobOutcome | IntakeOutcome:
@@ -422,19 +367,7 @@ class NightEngine:
         return self.work_job(outcome.job.id)
 
 
-def describe_self() -> str:
-    return f"pid {os.getpid()} on {HOST}"
+def job_key(job_id: str) -> str:
+    return lease_key("job", job_id)
 
 
-def render_request(plan_folder: Path, out_folder: Path, shot_id: str, choice: RendererChoice,
-                   settings: Settings) -> dict[str, object]:
-    return {"plan_folder": str(plan_folder), "out_folder": str(out_folder), "shot_id": shot_id,
-            "choice": {"kind": choice.kind, "device": choice.device, "reason": choice.reason},
-            "settings": settings.render.model_dump(mode="json")}
-
-
-def remove_leftovers(work: Path) -> None:
-    """Half-written files of killed renders never reach output/: all shots are done when this runs."""
-    shutil.rmtree(work / ".work", ignore_errors=True)
-    for partial in [p for p in work.rglob(".*") if is_partial(p)]:
-        partial.unlink(missing_ok=True)

@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import fcntl
 import os
-import platform
 import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from nightshift.machine import machine_name
+
 LOCK_FOLDERS = (Path("/run/lock"), Path("/var/tmp"), Path("/tmp"))
 
 
 def gpu_name(device: str) -> str:
     """The machine-wide name of one GPU: host and device (cuda:0, cpu)."""
-    return re.sub(r"[^a-z0-9-]+", "-", f"nightshift-gpu-{platform.node()}-{device}".lower())
+    return re.sub(r"[^a-z0-9-]+", "-", f"nightshift-gpu-{machine_name()}-{device}".lower())
 
 
 def lock_path(name: str) -> Path:

@@ -137,7 +137,7 @@ class Intake:
             if existing is not None and self.engine.trusted(existing):
                 if existing.state in ("delivered", "failed"):  # killed after the job ended, before the move
                     ok = existing.state == "delivered"
-                    self.engine.settle(existing, ok, None if ok else failure_report(
+                    self.engine.delivery.settle(existing, ok, None if ok else failure_report(
                         existing.script_name, "an earlier run", existing.error or "unknown"))
                     return IntakeOutcome(existing, "duplicate" if ok else "failed",
                                          f"{existing.script_name}: already {existing.state}")

@@ -17,17 +17,21 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import platform
 import re
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from nightshift.errors import NightshiftError
 from nightshift.files import write_atomic
+from nightshift.machine import machine_name
 
-LEASE_TTL_S = 60.0  # a machine that stops renewing for this long is taken to be gone
+LEASE_TTL_S = 60.0  # a machine that stops renewing for this long is taken to be gone (night.lease_ttl_s)
 RENEW_EVERY_S = 10.0
+HOLD_POLL_S = 0.05
 
 
 def boot_id() -> str:
@@ -37,7 +41,7 @@ def boot_id() -> str:
         return ""
 
 
-HOST, BOOT = platform.node(), boot_id()
+HOST, BOOT = machine_name(), boot_id()
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,7 @@ class Lease:
     def __init__(self, book: LeaseBook, key: str, descriptor: int, owner: Owner) -> None:
         self.book, self.key, self.descriptor, self.owner = book, key, descriptor, owner
         self.released, self.depth, self.thread = False, 1, threading.get_ident()
+        self.taken_over: Owner | None = None  # the gone owner this lease was taken from, if any
 
     def renew(self) -> None:
         if not self.released:
@@ -116,10 +121,11 @@ class LeaseBook:
     _books: dict[Path, LeaseBook] = {}
 
     @classmethod
-    def of(cls, folder: Path) -> LeaseBook:
+    def of(cls, folder: Path, ttl_s: float = LEASE_TTL_S) -> LeaseBook:
         folder = folder.resolve()
         if folder not in cls._books:
-            cls._books[folder] = cls(folder)
+            cls._books[folder] = cls(folder, ttl_s)
+        cls._books[folder].ttl_s = ttl_s
         return cls._books[folder]
 
     def __init__(self, folder: Path, ttl_s: float = LEASE_TTL_S) -> None:
@@ -192,10 +198,26 @@ class LeaseBook:
         owner = Owner(HOST, os.getpid(), BOOT, now, now + self.ttl_s, what)
         self._write(key, owner)
         lease = Lease(self, key, descriptor, owner)
+        if current is not None and not mine:
+            lease.taken_over = current
         with self._lock:
             self._held[key] = lease
         self._start_renewing()
         return lease
+
+    @contextmanager
+    def hold(self, key: str, what: str = "", timeout_s: float | None = None) -> Iterator[Lease]:
+        """Wait for `key`, then hold it for the block: a short section (a record's read-modify-write) that
+        machines sharing the studio take in turn. A holder gone on another machine is waited out (its expiry)."""
+        patience = timeout_s if timeout_s is not None else 2 * self.ttl_s
+        deadline = time.monotonic() + patience
+        while isinstance(lease := self.take(key, what), Owner):
+            if time.monotonic() > deadline:
+                raise NightshiftError(f"{key}: held by {lease.describe()} for longer than {patience:g} s",
+                                      f"if that process is gone, remove {self.record_path(key)}")
+            time.sleep(HOLD_POLL_S)
+        with lease:
+            yield lease
 
     def _start_renewing(self) -> None:
         if self._renewer is not None and self._renewer.is_alive():

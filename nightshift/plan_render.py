@@ -49,7 +49,7 @@ def render_plan_folder(engine: NightEngine, plan_folder: Path, shot_ids: list[st
     choice = engine.choose(plan)
     engine.say(f"renderer: {choice.kind} ({choice.reason})")
     with engine.steps.gpu(engine, choice.device):
-        if engine.render_shots(plan_folder, folder, plan, choice, specs=specs) == "stopped":
+        if engine.shots.render(plan_folder, folder, plan, choice, specs=specs) == "stopped":
             raise NightshiftError("stopped before every shot was rendered", "run the same command again to go on")
     records = load_records(folder)
     rendered = [records[s.shot_id] for s in plan.specs if s.shot_id in records]

@@ -26,6 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from nightshift.machine import machine_name
 from nightshift import __version__
 from nightshift.edits import (EDITS_JSON, LAST_SHOTLIST, PLANNED_SHOTLIST, PROVENANCE_DIR, Edit, Mark, load_edits,
                              script_copy_name)
@@ -84,7 +85,7 @@ class Environment(BaseModel):
     python: str = Field(default_factory=lambda: sys.version.split()[0])
     packages: dict[str, str | None] = Field(default_factory=dict)
     os: str = Field(default_factory=lambda: f"{platform.system()} {platform.release()}")
-    machine: str = Field(default_factory=lambda: f"{platform.machine()} {platform.node()}")
+    machine: str = Field(default_factory=lambda: f"{platform.machine()} {machine_name()}")
 
 
 class OutputFile(FileRef):

@@ -39,17 +39,38 @@ def record_shot(folder: Path, record: ClipRecord) -> None:
     save_records(folder, records)
 
 
-def is_shot_done(folder: Path, spec: RenderSpec, record: ClipRecord | None) -> bool:
+class VerifiedClips:
+    """Clips already hashed and found as recorded, by the file's identity (inode, size, modification time):
+    a loop that looks at a queue again every few seconds stats a finished clip instead of hashing it again.
+    One per engine; delivery and `verify` always hash."""
+
+    def __init__(self) -> None:
+        self._seen: set[tuple[str, int, int, int, str]] = set()
+
+    @staticmethod
+    def _identity(clip: Path, sha256: str) -> tuple[str, int, int, int, str]:
+        stat = clip.stat()
+        return str(clip), stat.st_ino, stat.st_size, stat.st_mtime_ns, sha256
+
+    def known(self, clip: Path, sha256: str) -> bool:
+        return self._identity(clip, sha256) in self._seen
+
+    def add(self, clip: Path, sha256: str) -> None:
+        self._seen.add(self._identity(clip, sha256))
+
+
+def is_shot_done(folder: Path, spec: RenderSpec, record: ClipRecord | None,
+                 verified: VerifiedClips | None = None) -> bool:
     """Done means: a record for exactly this spec, and the clip on disk still has the recorded hash; for a shot
     that continues another, also started on that shot's end frame as it is now."""
-    if not _rendered(folder, spec, record):
+    if not _rendered(folder, spec, record, verified):
         return False
     carried = continues_from(spec)  # continuity: started on the end frame the shot before has now
     return carried is None or (record.continues_from == carried and record.continues_frame_sha256 ==
                                continuity_record(spec, folder / "keyframes")["continues_frame_sha256"])
 
 
-def _rendered(folder: Path, spec: RenderSpec, record: ClipRecord | None) -> bool:
+def _rendered(folder: Path, spec: RenderSpec, record: ClipRecord | None, verified: VerifiedClips | None) -> bool:
     """This spec's clip, on disk as recorded. A clip signed again after its record was written (a crash between the two) still counts when
     its Content Credentials validate (they bind the file's bytes) and name the recorded render."""
     if record is None or record.spec_sha256 != spec_sha256(spec):
@@ -57,7 +78,11 @@ def _rendered(folder: Path, spec: RenderSpec, record: ClipRecord | None) -> bool
     clip = folder / record.file
     if not clip.is_file():
         return False
+    if verified is not None and verified.known(clip, record.sha256):
+        return True
     if sha256_file(clip) == record.sha256:
+        if verified is not None:
+            verified.add(clip, record.sha256)
         return True
     credentials = read_credentials(clip)
     return (record.rendered_sha256 is not None and credentials.present and not credentials.failures
@@ -65,9 +90,9 @@ def _rendered(folder: Path, spec: RenderSpec, record: ClipRecord | None) -> bool
             and credentials.nightshift.get("rendered_sha256") == record.rendered_sha256)
 
 
-def shots_not_done(folder: Path, specs: list[RenderSpec]) -> list[RenderSpec]:
+def shots_not_done(folder: Path, specs: list[RenderSpec], verified: VerifiedClips | None = None) -> list[RenderSpec]:
     records = load_records(folder)
-    return [spec for spec in specs if not is_shot_done(folder, spec, records.get(spec.shot_id))]
+    return [spec for spec in specs if not is_shot_done(folder, spec, records.get(spec.shot_id), verified)]
 
 
 def with_continuations(specs: list[RenderSpec], todo: list[RenderSpec]) -> tuple[list[RenderSpec], dict[str, str]]:

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from nightshift.machine import machine_name
 from nightshift import faults
 from nightshift.config import RenderDefaults
 from nightshift.files import now_utc, sha256_file
@@ -88,7 +89,7 @@ class DiffusersShotRenderer:
                                "guidance": self.settings.keyframe_guidance} if self.settings.keyframe_model else {},
             file=f"shots/{final.name}", sha256=(digest := sha256_file(final)), rendered_sha256=digest,
             spec_sha256=spec_sha256(spec), started=started,
-            finished=now_utc(), seconds=round(time.perf_counter() - t0, 3), rendered_on=platform.node(), notes=notes + out.notes,
+            finished=now_utc(), seconds=round(time.perf_counter() - t0, 3), rendered_on=machine_name(), notes=notes + out.notes,
             speed=backend.speed, look=look.record(job.plan_folder, self.file_hashes), **continuity,
         )
 

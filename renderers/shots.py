@@ -14,6 +14,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from nightshift.machine import machine_name
 from nightshift import faults
 from nightshift.config import RenderDefaults
 from nightshift.errors import NightshiftError
@@ -136,7 +137,7 @@ class AnimaticShotRenderer:
             file=f"shots/{final.name}", sha256=(digest := sha256_file(final)), rendered_sha256=digest,
             spec_sha256=spec_sha256(spec), started=started, finished=now_utc(),
             seconds=round(time.perf_counter() - t0, 3),
-            rendered_on=platform.node(), notes=["animatic: storyboard cards with the camera move simulated, not a video-model render"],
+            rendered_on=machine_name(), notes=["animatic: storyboard cards with the camera move simulated, not a video-model render"],
             **continuity,
         )
 

@@ -25,6 +25,7 @@ from nightshift.errors import NightshiftError
 from nightshift.files import NAME_MAX_BYTES
 from nightshift.inbox import claim
 from nightshift.leases import LeaseBook, Owner
+from nightshift.machine import machine_name
 from nightshift.schemas import Shot
 from nightshift.templating import TemplateSet
 from nightshift.verify import verify_delivery
@@ -291,7 +292,7 @@ def test_two_overnight_runs_at_once_deliver_each_job_once_and_end_completed(pref
     assert empty.is_completed()
     with get_client(sync_client=True) as client:
         flow_names = {client.read_flow_run(s.state_details.flow_run_id).name for s in [*states, empty]}
-    assert flow_names == {f"night of {time.strftime('%Y-%m-%d')}"}
+    assert flow_names == {f"night of {time.strftime('%Y-%m-%d')} on {machine_name()}"}
 
 
 def test_a_large_drop_does_not_hold_back_what_is_queued(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,12 +1,12 @@
 """The house rules, read from the source: no module imports a layer above its own, no import cycles, and no
 project import inside a function. Layers, lowest first (a module may import its own layer and those below):
 
-  0 ground     nightshift.{errors, files, schemas, config, families, faults, templating, plan_files, edits}
+  0 ground     nightshift.{errors, files, schemas, config, families, faults, templating, plan_files, edits, machine}
   1 stages     nightshift.agents.*, nightshift.renderers.*  (neither imports the other)
   2 records    nightshift.{planning_job, records, provenance, signing, credentials, seal, verify, reproduce,
                delivery}
   3 engine     nightshift.{engine, intake, steps, jobs, inbox, leases, queue, render_worker, render_child, gpu_lock,
-               plan_render, review, versions, dailies, doctor}
+               plan_render, review, versions, dailies, doctor, job_delivery, shot_loop}
   4 flows      nightshift.flows.*
   5 commands   nightshift.{cli, cli_night, cli_queue, cli_provenance, cli_progress, cli_review, review_app, project}
 """
@@ -22,12 +22,12 @@ FOLDERS = {"nightshift": "nightshift", "agents": "nightshift.agents", "renderers
 LAYERS = {
     0: {"nightshift", "nightshift.errors", "nightshift.files", "nightshift.schemas", "nightshift.config",
         "nightshift.families", "nightshift.faults", "nightshift.templating", "nightshift.plan_files",
-        "nightshift.edits", "nightshift.templates"},
+        "nightshift.edits", "nightshift.templates", "nightshift.machine"},
     2: {"nightshift.planning_job", "nightshift.records", "nightshift.provenance", "nightshift.signing", "nightshift.credentials", "nightshift.seal",
         "nightshift.verify", "nightshift.reproduce", "nightshift.delivery"},
     3: {"nightshift.engine", "nightshift.intake", "nightshift.steps", "nightshift.jobs", "nightshift.inbox", "nightshift.leases", "nightshift.queue",
         "nightshift.render_worker", "nightshift.render_child", "nightshift.gpu_lock", "nightshift.plan_render",
-        "nightshift.review", "nightshift.versions", "nightshift.dailies", "nightshift.doctor"},
+        "nightshift.review", "nightshift.versions", "nightshift.dailies", "nightshift.doctor", "nightshift.job_delivery", "nightshift.shot_loop"},
     5: {"nightshift.cli", "nightshift.cli_night", "nightshift.cli_queue", "nightshift.cli_provenance",
         "nightshift.cli_progress", "nightshift.cli_review", "nightshift.review_app", "nightshift.project"},
 }

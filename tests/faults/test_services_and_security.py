@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from nightshift.engine import NightEngine, render_request
+from nightshift.engine import NightEngine
+from nightshift.shot_loop import render_request
 from nightshift.steps import Steps
 from nightshift.config import Settings
 from nightshift.errors import DiskFull, ShotFailed
