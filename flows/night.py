@@ -37,7 +37,7 @@ from prefect.runtime import flow_run
 from nightshift.machine import machine_name
 from nightshift.config import Settings, load_settings
 from nightshift.engine import NightEngine
-from nightshift.errors import DiskFull, NightshiftError
+from nightshift.errors import NightWaits, NightshiftError
 from nightshift.inbox import original_name
 from nightshift.gpu_lock import gpu_name, machine_lock
 from nightshift.jobs import Job
@@ -92,8 +92,8 @@ class PrefectSteps(Steps):
         try:
             result = render(job.id, job.label, self.project_dir, self.config, engine.renderer,
                             engine.respect_window)
-        except DiskFull:
-            raise  # the whole queue waits for space
+        except NightWaits:
+            raise  # the whole queue waits for space or the render server
         except NightshiftError as error:  # the job failed and was reported; its run is red, the night goes on
             return JobOutcome(job.id, "failed", str(error))
         return JobOutcome(**result)

@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     render = commands.add_parser("render", help="render a plan folder: 4K shot clips and the assembled cut")
     render.add_argument("plan", help="a plan folder (or its renderplan.json)")
-    render.add_argument("--renderer", choices=("auto", "diffusers", "animatic"),
+    render.add_argument("--renderer", choices=("auto", "diffusers", "animatic", "comfyui"),
                         help="auto (default): diffusers when CUDA and the weights are here, else the animatic")
     render.add_argument("--shots", help="comma-separated shot ids to (re-)render, e.g. s03-sh02")
     render.add_argument("--out", help="output folder (default: the plan folder)")

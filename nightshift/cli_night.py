@@ -49,13 +49,13 @@ def prefect_defaults() -> None:
 def add_commands(commands: argparse._SubParsersAction) -> None:
     run = commands.add_parser("run", help="the main job, now: plan, render, upscale, assemble, deliver a script")
     run.add_argument("script", help="a .fountain, .md or .txt script (it is copied; your file is not moved)")
-    run.add_argument("--renderer", choices=("auto", "diffusers", "animatic"))
+    run.add_argument("--renderer", choices=("auto", "diffusers", "animatic", "comfyui"))
     run.add_argument("--force", action="store_true", help="render again even if this content was delivered before")
 
     serve = commands.add_parser("serve", help="watch inbox/, plan what arrives, render overnight")
     serve.add_argument("--now", action="store_true", help="render as soon as a script is planned (skip the window)")
     serve.add_argument("--once", action="store_true", help="stop when the inbox and the queue are empty")
-    serve.add_argument("--renderer", choices=("auto", "diffusers", "animatic"))
+    serve.add_argument("--renderer", choices=("auto", "diffusers", "animatic", "comfyui"))
     serve.add_argument("--events-only", action="store_true",
                        help="only claim files and emit events for the intake deployment (server + workers setups)")
     serve.add_argument("--no-deployments", action="store_true",

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from nightshift.errors import NightshiftError
@@ -54,6 +54,63 @@ class PacingSettings(_Section):
     max_shot_s: float = Field(8.0, gt=0)
 
 
+COMFYUI_FIELDS = ("prompt", "negative_prompt", "seed", "width", "height", "frames", "fps", "steps", "first_keyframe",
+                  "last_keyframe", "lora_name", "lora_strength")
+NodeInput = Annotated[str, StringConstraints(pattern=r"^[^.\s]+\.[A-Za-z0-9_]+$")]  # "<node id>.<input name>"
+Targets = NodeInput | list[NodeInput] | None  # one input, or several that take the same value
+
+
+class ComfyUIMapping(_Section):
+    """Which node input of an API-format workflow takes which field of a shot's RenderSpec, as "<node id>.<input>",
+    and which node's output is the shot. Checked against the server's /object_info before the night."""
+
+    output: str = Field(min_length=1, max_length=200, description="The id of the node whose output is the shot "
+                                                                  "(SaveVideo, SaveWEBM, SaveAnimatedWEBP or SaveImage).")
+    prompt: Targets = Field(None)
+    negative_prompt: Targets = Field(None)
+    seed: Targets = Field(None)
+    width: Targets = Field(None)
+    height: Targets = Field(None)
+    frames: Targets = Field(None)
+    fps: Targets = Field(None)
+    steps: Targets = Field(None)
+    first_keyframe: Targets = Field(None, description="A LoadImage input: the uploaded first frame.")
+    last_keyframe: Targets = Field(None)
+    lora_name: Targets = Field(None, description="The first character LoRA's file name.")
+    lora_strength: Targets = Field(None)
+
+    def targets(self) -> dict[str, list[tuple[str, str]]]:
+        """field -> [(node id, input name) ...], for the fields this workflow takes."""
+        found = {}
+        for name in COMFYUI_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                found[name] = [tuple(item.split(".", 1)) for item in ([value] if isinstance(value, str) else value)]
+        return found
+
+
+class ComfyUISettings(_Section):
+    url: str | list[str] = Field("http://127.0.0.1:8188", description="Your ComfyUI server, or a list: one render "
+                                                                       "slot per server, shots rendering on all at once.")
+    workflow: Path | None = Field(None, description="A workflow you exported with \"Save (API)\"; empty: the one "
+                                                    "shipped for the shot's model family.")
+    mapping: ComfyUIMapping | None = Field(None, description="Required with `workflow`: a [render.comfyui.mapping] "
+                                                             "table saying where each shot field goes (README).")
+    reconnect_s: float = Field(120.0, ge=0, le=86400, description="How long a shot waits for a server that is down "
+                               "or restarting; then the job stays queued and the queue waits for the server, trying "
+                               "again with a backoff (up to 5 min), all night if need be.")
+
+    @model_validator(mode="after")
+    def _mapping_with_workflow(self) -> ComfyUISettings:
+        if self.workflow is not None and self.mapping is None:
+            raise ValueError("render.comfyui.workflow needs render.comfyui.mapping: say which node input takes the "
+                             "prompt, seed, size, frames ... and which node's output is the shot (README)")
+        return self
+
+    def urls(self) -> list[str]:
+        return [self.url] if isinstance(self.url, str) else list(self.url)
+
+
 class RenderDefaults(_Section):
     family: ModelFamily = "ltx"
     model_id: str | None = Field(None, description="Default: the family's registry default.")
@@ -64,9 +121,11 @@ class RenderDefaults(_Section):
     guidance: float | None = Field(None, ge=0, le=50)
     quantization: QuantizationMode | Literal["auto"] = "auto"
     seed: int = 1234
-    renderer: Literal["auto", "diffusers", "animatic"] = Field(
-        "auto", description="auto: diffusers when CUDA and the plan's weights are present, else the animatic."
+    renderer: Literal["auto", "diffusers", "animatic", "comfyui"] = Field(
+        "auto", description="auto: diffusers when CUDA and the plan's weights are present, else the animatic; "
+                            "comfyui: your ComfyUI server (render.comfyui)."
     )
+    comfyui: ComfyUISettings = Field(default_factory=ComfyUISettings)
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
     tier: MemoryTier | Literal["auto"] = "auto"
     cache: Literal["none", "first_block", "taylorseer"] = Field(

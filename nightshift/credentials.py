@@ -75,6 +75,7 @@ def shot_assertion(folder: Path, clip: ClipRecord, spec: RenderSpec, script_sha2
         "user_images": [{"path": k.image_path, "sha256": sha256_file(folder / k.image_path)} for k in spec.keyframes
                         if k.image_path and (folder / k.image_path).is_file()],
         "upscale": clip.upscale_settings, "encode": clip.encode_settings,
+        **({"comfyui": {k: v for k, v in clip.comfyui.items() if k != "graph"}} if clip.comfyui else {}),
     }
 
 
@@ -82,11 +83,17 @@ def shot_definition(folder: Path, clip: ClipRecord, spec: RenderSpec, title: str
     made_by = (f"{clip.model_id} ({clip.pipeline}), seed {clip.seed}, {clip.steps} steps, quantization "
                f"{clip.quantization}, tier {clip.tier}, {clip.device}" if not clip.animatic
                else "Nightshift animatic: storyboard cards drawn from the shot list, not a video model")
+    created_by = AGENT
+    if clip.comfyui:  # the pixels came from the user's ComfyUI, driven by Nightshift
+        created_by = {"name": "ComfyUI", "version": str(clip.comfyui.get("version") or "unknown")}
+        made_by = (f"ComfyUI {created_by['version']} at {clip.comfyui.get('server')}, workflow "
+                   f"{Path(str(clip.comfyui.get('workflow'))).name} (sha256 {clip.comfyui.get('workflow_sha256')}), "
+                   f"prompt {clip.comfyui.get('prompt_id')}, seed {clip.seed}, driven by Nightshift")
     return {
         "claim_generator_info": [AGENT], "title": f"{title}: {clip.shot_id}", "format": "video/mp4",
         "assertions": [
             {"label": "c2pa.actions.v2", "data": {"actions": [
-                {"action": "c2pa.created", "softwareAgent": AGENT, "description": made_by,
+                {"action": "c2pa.created", "softwareAgent": created_by, "description": made_by,
                  "digitalSourceType": IPTC + shot_source_type(clip),
                  "parameters": {"model": clip.model_id or "animatic", "seed": clip.seed, "tier": clip.tier}},
                 {"action": "c2pa.edited", "softwareAgent": AGENT,

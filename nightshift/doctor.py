@@ -28,6 +28,8 @@ from nightshift.jobs import JobStore
 from nightshift.plan_files import load_plan_folder
 from nightshift.records import shots_not_done
 from nightshift.renderers import tiny_models
+from nightshift.renderers.comfyui import DOWN as COMFYUI_DOWN, ComfyUIClient
+from nightshift.renderers.comfyui_workflow import check_workflow, load_workflow, missing_models, model_files, shipped_workflow
 from nightshift.renderers.encode import EncodeSettings, encode_frames
 from nightshift.renderers.memory import check_quantization, tiers_for
 from nightshift.renderers.registry import REGISTRY, model_entry
@@ -184,6 +186,44 @@ def ollama_checks(settings: Settings) -> list[Check]:
     return [Check("Planner", "Ollama", True, f"version {version} at {host}"), pulled]
 
 
+def comfyui_checks(settings: Settings) -> list[Check]:
+    """Each configured ComfyUI server (when render.renderer = comfyui): reachable, its version, devices and VRAM,
+    and whether it has every node type and model file tonight's workflow needs."""
+    if settings.render.renderer != "comfyui":
+        return []
+    options = settings.render.comfyui
+    checks = []
+    for url in options.urls():
+        client = ComfyUIClient(url, "nightshift-doctor")
+        try:
+            stats, info = client.system_stats(), client.object_info()
+        except COMFYUI_DOWN as error:
+            checks.append(Check("ComfyUI", url, False, f"no answer ({type(error).__name__})", blocking=True,
+                                fix="start ComfyUI there (python main.py --listen ...) or fix render.comfyui.url"))
+            continue
+        devices = ", ".join(f"{d.get('name')} ({(d.get('vram_total') or 0) / 2**30:.1f} GiB, "
+                            f"{(d.get('vram_free') or 0) / 2**30:.1f} free)" for d in stats.get("devices", []))
+        version = stats.get("system", {}).get("comfyui_version", "unknown")
+        checks.append(Check("ComfyUI", url, True, f"ComfyUI {version}, {len(info)} node types; {devices}",
+                            data={"version": version, "devices": stats.get("devices", [])}))
+        try:
+            workflow = (load_workflow(options.workflow, options.mapping) if options.workflow and options.mapping
+                        else shipped_workflow(settings.render.family))
+        except NightshiftError as error:
+            checks.append(Check("ComfyUI", "workflow", False, str(error), blocking=True, fix=error.hint))
+            continue
+        problems = check_workflow(workflow, info, url)
+        missing = missing_models(workflow, info, url)
+        checks.append(Check("ComfyUI", f"{workflow.path.name} nodes", not problems,
+                            "every node type and input it uses is there" if not problems else "; ".join(problems),
+                            blocking=bool(problems), fix=workflow.needs or "install the custom nodes it needs"))
+        checks.append(Check("ComfyUI", f"{workflow.path.name} models", not missing,
+                            (", ".join(model_files(workflow.graph)) or "no model files named") + " on the server"
+                            if not missing else "; ".join(missing),
+                            blocking=bool(missing), fix="put the files in ComfyUI's models/ folders"))
+    return checks
+
+
 def model_checks(settings: Settings) -> list[Check]:
     checks = []
     for family, entry in REGISTRY.items():
@@ -274,7 +314,7 @@ def run_doctor(settings: Settings, tiny_renders: bool = True) -> DoctorReport:
     report = DoctorReport()
     gpu, device = device_checks(settings)
     report.add(*gpu, *quantization_checks(settings, device), *encoder_checks(settings), *ollama_checks(settings),
-               *model_checks(settings), *queue_checks(settings))
+               *model_checks(settings), *comfyui_checks(settings), *queue_checks(settings))
     if tiny_renders:
         report.add(*tiny_render_checks(device))
     return report

@@ -29,7 +29,7 @@ from pathlib import Path
 import watchfiles
 
 from nightshift.config import Settings
-from nightshift.errors import DiskFull, NightshiftError, ShotFailed
+from nightshift.errors import NightshiftError, NightWaits, ShotFailed
 from nightshift.files import inside
 from nightshift.inbox import Claim, is_candidate, leftover_claims, pending_files
 from nightshift.intake import Intake
@@ -131,10 +131,10 @@ class NightEngine:
                 stopped = self.shots.render(folder, folder, plan, choice, job=job)
         except InterruptedError:
             stopped = "stopped"
-        except DiskFull as error:
+        except NightWaits as error:
             with self.leases.hold(job_key(job.id), what=f"pausing job {job.id}"):
                 self.delivery.pause(self.store.load(job.id), error.report())
-            raise  # the whole queue waits for space (render_queue backs off)
+            raise  # the whole queue waits for space or the render server (render_queue backs off)
         except ShotFailed as error:
             if self.stop.is_set():
                 stopped = "stopped"
@@ -215,7 +215,7 @@ class NightEngine:
                 return JobOutcome(job.id, "elsewhere", message)
             try:
                 delivered = self.steps.deliver(job.label, lambda: self.delivery.deliver(job))
-            except DiskFull:
+            except NightWaits:
                 raise  # deliver paused the job; the whole queue waits for space (render_queue backs off)
             except NightshiftError as error:  # e.g. signing: reported once, not retried every poll; the shots are kept
                 self.delivery.fail(self.store.load(job.id), "delivery", error.report())
@@ -285,8 +285,8 @@ class NightEngine:
         while not self.stop.is_set() and self.window_open() and (job := self.next_job(tried)) is not None:
             try:
                 outcome = self.steps.job(self, job)
-            except DiskFull as error:
-                # Every job needs the same disk: pause the whole queue and look again later.
+            except NightWaits as error:
+                # Every job needs the same disk (and render server): pause the whole queue and look again later.
                 self.disk_full += 1
                 delay = backoff_s(self.disk_full)
                 self.disk_retry_at = time.monotonic() + delay

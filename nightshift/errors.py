@@ -55,10 +55,21 @@ class PlannerOutputError(PlannerError):
     """The model's answers stayed invalid after every repair attempt."""
 
 
-class DiskFull(NightshiftError):
+class NightWaits(NightshiftError):
+    """Something every job needs is missing for now (disk space, the render server): not the script's fault, so
+    nothing is failed; the job stays queued and the whole queue waits, trying again with a backoff."""
+
+
+class DiskFull(NightWaits):
     """The disk filled up: not the script's fault, so nothing is failed; the work waits for space."""
 
     hint = "free disk space; nothing was failed or lost, and the night resumes where it stopped"
+
+
+class RenderServerDown(NightWaits):
+    """The render server (the user's ComfyUI) does not answer: nothing is failed; the queue waits for it."""
+
+    hint = "start it again (or fix render.comfyui.url); the queue waits and the night resumes where it stopped"
 
 
 class ShotFailed(NightshiftError):

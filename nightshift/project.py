@@ -13,8 +13,12 @@ from nightshift.signing import SIGNING_DIR, create_local_identity
 
 def _commented_section(name: str, section: BaseModel) -> list[str]:
     lines = [f"[{name}]"]
+    nested = []
     for field_name, field in type(section).model_fields.items():
         value = getattr(section, field_name)
+        if isinstance(value, BaseModel):  # a table of its own, after this one's keys ([render.comfyui])
+            nested += [""] + _commented_section(f"{name}.{field_name}", value)
+            continue
         if field.description:
             lines.append(f"# {field.description}")
         if value is None:
@@ -22,7 +26,7 @@ def _commented_section(name: str, section: BaseModel) -> list[str]:
         else:
             encoded = tomli_w.dumps({field_name: str(value) if isinstance(value, Path) else value}).strip()
             lines.append(f"# {encoded}")
-    return lines
+    return lines + nested
 
 
 def default_config_text() -> str:

@@ -21,8 +21,7 @@ from nightshift.renderers.diffusers_shot import make_renderer
 from nightshift.renderers.shots import RendererChoice, shot_job
 
 
-def _serve(protocol_out) -> None:  # noqa: ANN001 - a text file object
-    renderers: dict[str, Any] = {}
+def _serve(protocol_out, renderers: dict[str, Any]) -> None:  # noqa: ANN001 - a text file object
     for line in sys.stdin:
         request = json.loads(line)
         try:
@@ -36,7 +35,8 @@ def _serve(protocol_out) -> None:  # noqa: ANN001 - a text file object
             answer = {"ok": True, "record": record.model_dump()}
         except Exception as error:  # noqa: BLE001 - every failure goes back to the parent as data
             answer = {"ok": False, "error": f"{request.get('shot_id')}: {type(error).__name__}: {error}",
-                      "hint": getattr(error, "hint", ""), "errno": getattr(error, "errno", None)}
+                      "hint": getattr(error, "hint", ""), "errno": getattr(error, "errno", None),
+                      "kind": type(error).__name__}
         protocol_out.write(json.dumps(answer) + "\n")
         protocol_out.flush()
 
@@ -66,8 +66,19 @@ def main() -> None:
     # The protocol owns the real stdout; anything a library prints goes to stderr instead.
     protocol_out = os.fdopen(os.dup(sys.stdout.fileno()), "w")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    renderers: dict[str, Any] = {}
+
+    def terminated(signum: int, frame: object) -> None:
+        """A stop or a timeout: a renderer with work on a server (ComfyUI) takes back only its own, then we go."""
+        for renderer in list(renderers.values()):
+            abandon = getattr(renderer, "abandon", None)
+            if abandon is not None:
+                abandon()
+        os._exit(1)
+
+    signal.signal(signal.SIGTERM, terminated)
     try:
-        _serve(protocol_out)
+        _serve(protocol_out, renderers)
     finally:
         protocol_out.close()
 

@@ -17,8 +17,11 @@ import subprocess
 import sys
 from typing import Any
 
-from nightshift.errors import DISK_FULL_ERRNOS, DiskFull, ShotFailed
+from nightshift.errors import DISK_FULL_ERRNOS, DiskFull, NightWaits, RenderServerDown, ShotFailed
 from nightshift.schemas import ClipRecord
+
+
+TERM_GRACE_S = 2.0
 
 
 class RenderWorker:
@@ -64,6 +67,8 @@ class RenderWorker:
             raise ShotFailed(f"{request['shot_id']}: the render process exited (status {code}) mid-shot")
         answer = json.loads(line)
         if not answer["ok"]:
+            if answer.get("kind") == "RenderServerDown":
+                raise RenderServerDown(answer["error"], answer.get("hint", ""))
             if answer.get("errno") in DISK_FULL_ERRNOS:
                 raise DiskFull(answer["error"], "free disk space; the script stays queued and the night resumes "
                                                 "where it stopped (half-written files were removed)")
@@ -76,12 +81,18 @@ class RenderWorker:
         self.kill()
 
     def kill(self) -> None:
+        """SIGTERM first (a ComfyUI render interrupts its own prompt on the server), SIGKILL after TERM_GRACE_S."""
         if self.process is not None and self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.process.wait()
+            for sig, wait_s in ((signal.SIGTERM, TERM_GRACE_S), (signal.SIGKILL, None)):
+                try:
+                    os.killpg(self.process.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    self.process.wait(wait_s)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
         self.process = None
 
     def close(self) -> None:
@@ -103,8 +114,8 @@ def render_with_retries(worker: RenderWorker, request: dict[str, Any], timeout_s
     for attempt in range(1, retries + 2):
         try:
             return worker.render(request, timeout_s)
-        except DiskFull:
-            raise  # retrying cannot help until someone frees space
+        except NightWaits:
+            raise  # retrying cannot help until space is freed or the server is back: the queue waits
         except ShotFailed as error:
             if worker.stopped:
                 raise

@@ -20,6 +20,7 @@ from nightshift.config import RenderDefaults
 from nightshift.delivery import read_manifest
 from nightshift.errors import NightshiftError
 from nightshift.plan_files import load_plan_folder
+from nightshift.renderers.comfyui import ComfyUIShotRenderer
 from nightshift.renderers.diffusers_shot import DiffusersShotRenderer
 from nightshift.renderers.shots import AnimaticShotRenderer, ShotJob
 from nightshift.schemas import MEMORY_TIERS, ClipRecord
@@ -45,13 +46,17 @@ class ReproduceReport:
                 f"delivered {self.frames[0]} frames, reproduced {self.frames[1]}): {self.clip}")
 
 
-def _renderer(clip: ClipRecord, base: RenderDefaults) -> AnimaticShotRenderer | DiffusersShotRenderer:
+def _renderer(clip: ClipRecord, base: RenderDefaults) -> AnimaticShotRenderer | DiffusersShotRenderer | ComfyUIShotRenderer:
     upscale_record = dict(clip.upscale_settings)
     model, tile = upscale_record.pop("model", None), upscale_record.pop("tile", 512)
     upscale = UpscaleSettings(**upscale_record) if upscale_record else UpscaleSettings()
     encode = EncodeSettings(**clip.encode_settings) if clip.encode_settings else EncodeSettings()
     if clip.animatic:
         return AnimaticShotRenderer(upscale, encode)
+    if clip.comfyui:  # the recorded graph, to the server that rendered it (or render.comfyui.url when it moved)
+        server = str(clip.comfyui.get("server") or base.comfyui.urls()[0])
+        comfyui = base.comfyui.model_copy(update={"url": [server, *[u for u in base.comfyui.urls() if u != server]]})
+        return ComfyUIShotRenderer(base.model_copy(update={"comfyui": comfyui}), upscale, encode, recorded=clip.comfyui)
     device = clip.device.split()[0]
     settings = base.model_copy(update={
         "quantization": clip.quantization, "tier": clip.tier if clip.tier in MEMORY_TIERS else "auto", "device": device,

@@ -430,6 +430,9 @@ class ClipRecord(_Model):
     finished: str
     seconds: float
     rendered_on: str | None = Field(None, description="The host that rendered this clip.")
+    comfyui: dict[str, object] = Field(default_factory=dict, description="For a ComfyUI render: the server, its "
+                                       "version and devices, the workflow file and sha256, the exact graph sent, its "
+                                       "node types and model files, the prompt id, and whether the output was cached.")
     look: dict[str, object] = Field(default_factory=dict, description="Reference images and LoRAs used: each "
                                                                       "file's sha256, each adapter's weight.")
     speed: dict[str, object] = Field(default_factory=dict, description="diffusers speed settings it ran with: step "

@@ -18,6 +18,7 @@ from nightshift import faults
 from nightshift.config import RenderDefaults
 from nightshift.files import now_utc, sha256_file
 from nightshift.renderers.encode import EncodeSettings, encode_frames
+from nightshift.renderers.comfyui import ComfyUIShotRenderer
 from nightshift.renderers.continuity import continuity_record, end_frame, keep_last_frame
 from nightshift.renderers.keyframes import TextToImage, prepare_keyframes
 from nightshift.renderers.looks import FileHashes, resolve_look
@@ -116,4 +117,6 @@ def make_renderer(choice: RendererChoice, settings: RenderDefaults) -> ShotRende
     upscale, encode = finish_settings(settings)
     if choice.kind == "animatic":
         return AnimaticShotRenderer(upscale, encode)
+    if choice.kind == "comfyui":
+        return ComfyUIShotRenderer(settings, upscale, encode)
     return DiffusersShotRenderer(settings, choice.device, upscale, encode)

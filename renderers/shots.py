@@ -41,7 +41,7 @@ class ShotJob:
 
 @dataclass(frozen=True)
 class RendererChoice:
-    kind: Literal["animatic", "diffusers"]
+    kind: Literal["animatic", "diffusers", "comfyui"]
     device: str
     reason: str
 
@@ -68,6 +68,8 @@ def choose_renderer(requested: str, plan: RenderPlan, settings: RenderDefaults) 
     model_ids = sorted({spec.model_id for spec in plan.specs})
     if requested == "animatic":
         return RendererChoice("animatic", "cpu", "--renderer animatic was asked for")
+    if requested == "comfyui":
+        return RendererChoice("comfyui", "comfyui", f"ComfyUI at {', '.join(settings.comfyui.urls())}")
     if requested == "diffusers":
         device = resolve_device(settings.device)
         for model_id in model_ids:

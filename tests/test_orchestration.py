@@ -269,7 +269,7 @@ def test_killed_mid_night_resumes_without_rerendering(project: Settings, corpus:
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "DO_NOT_TRACK": "1",
            "NIGHTSHIFT_RENDER__RENDERER": "animatic"}
     inbox = project.resolve(project.paths.inbox)
-    (inbox / "lighthouse.fountain").write_bytes((corpus / "lighthouse.fountain").read_bytes())
+    (inbox / "paper_boat.txt").write_bytes((corpus / "paper_boat.txt").read_bytes())
     command = [sys.executable, "-m", "nightshift.cli", "serve", "--now", "--once"]
     first = subprocess.Popen(command, cwd=project.project_dir, env=env, start_new_session=True,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -280,7 +280,7 @@ def test_killed_mid_night_resumes_without_rerendering(project: Settings, corpus:
         os.killpg(first.pid, signal.SIGKILL)  # every Nightshift and Prefect process of that run
         first.wait()
     before = {c["shot_id"]: c for c in _rendered_clips(project)}
-    assert list((inbox / ".claimed").rglob("lighthouse.fountain")), "the claim must survive the crash"
+    assert list((inbox / ".claimed").rglob("paper_boat.txt")), "the claim must survive the crash"
 
     second = subprocess.run(command, cwd=project.project_dir, env=env, capture_output=True, text=True, timeout=900)
     assert second.returncode == 0, second.stderr[-3000:]
@@ -289,7 +289,7 @@ def test_killed_mid_night_resumes_without_rerendering(project: Settings, corpus:
     # A record is written only after its clip is complete, so every shot recorded before the kill is kept.
     for shot_id, clip in before.items():
         assert after[shot_id].started == clip["started"], f"{shot_id} was rendered again"
-    assert (inbox / "done" / "lighthouse.fountain").is_file() and not list((inbox / ".claimed").rglob("*.fountain"))
+    assert (inbox / "done" / "paper_boat.txt").is_file() and not list((inbox / ".claimed").rglob("*.txt"))
     assert not list(project.project_dir.glob("output/**/.*partial*"))
 
 

@@ -25,7 +25,7 @@ def test_out_of_memory_at_every_tier_fails_that_script_and_the_night_goes_on(
         prefect_server: None, project: Settings, corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """CUDA out of memory at every tier (a failpoint in the first job's render child raises torch's OOM error at
     each pipeline call): that script fails with a report naming each tier tried; the next one is delivered."""
-    import nightshift.engine
+    import nightshift.shot_loop
     from nightshift.render_worker import RenderWorker
     from nightshift.renderers.tiny_models import build_ltx
 
@@ -46,7 +46,7 @@ def test_out_of_memory_at_every_tier_fails_that_script_and_the_night_goes_on(
             super().__init__(env if children else {**os.environ, "NIGHTSHIFT_FAULT": "generate-oom:1"})
             children.append(self)
 
-    monkeypatch.setattr(nightshift.engine, "RenderWorker", FirstJobOutOfMemory)
+    monkeypatch.setattr(nightshift.shot_loop, "RenderWorker", FirstJobOutOfMemory)
     said: list[str] = []
     delivered = [o.delivery for o in _engine(settings, now=True, renderer="diffusers", say=said.append).render_queue()
                  if o.delivery]
