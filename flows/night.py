@@ -22,17 +22,19 @@ from typing import Any, TypeVar
 
 import av
 from PIL import Image
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger, tags, task
 from prefect.artifacts import (create_markdown_artifact, create_progress_artifact, create_table_artifact,
                                update_progress_artifact)
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
-from prefect.client.schemas.objects import WorkQueueStatus
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+from prefect.client.schemas.objects import StateType, WorkQueueStatus
 from prefect.concurrency.sync import concurrency
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
+from prefect.states import Crashed
 
 from nightshift.machine import machine_name
 from nightshift.config import Settings, load_settings
@@ -131,6 +133,18 @@ class PrefectSteps(Steps):
         elif time.monotonic() - updated >= PROGRESS_EVERY_S or event.done >= event.total or event.detail == "":
             update_progress_artifact(artifact, progress=event.percent, description=f"{job.title}: {event.stage}")
             self.progress_artifacts[job.id] = (artifact, time.monotonic())
+
+    def machine_gone(self, host: str) -> None:
+        """A machine whose leases expired cannot finish its runs: mark its nights and renders still Running as
+        Crashed, so the UI does not show work in progress that nobody is doing."""
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
+                type=FlowRunFilterStateType(any_=[StateType.RUNNING]))), limit=200)
+            for run in runs:
+                if run.name.endswith(f" on {host}") or (run.tags and f"machine:{host}" in run.tags):
+                    client.set_flow_run_state(run.id, Crashed(message=f"{host} stopped renewing its leases; its "
+                                                               "work was taken over by another machine"), force=True)
+                    get_run_logger().warning(f"{run.name}: marked Crashed ({host} is gone; its shots were taken over)")
 
     def delivered(self, job: Job, folder: Path) -> None:
         _, plan = load_plan_folder(folder)
@@ -238,7 +252,8 @@ def overnight(project_dir: str = ".", config: str | None = None, renderer: str |
     if not engine.store.pending():
         logger.info("the queue is empty" + ("; jobs planned before the window closes are rendered tonight"
                                             if respect_window else ": nothing to render"))
-    outcomes = engine.render_night()
+    with tags(f"machine:{machine_name()}"):  # its job runs carry it, so a machine that dies can be told apart
+        outcomes = engine.render_night()
     left = len(engine.store.pending())
     delivered = sum(o.status == "delivered" for o in outcomes)
     logger.info(f"{delivered} delivered from {machine_name()} tonight; {left} job(s) still queued")

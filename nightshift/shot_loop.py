@@ -22,7 +22,7 @@ from nightshift.config import Settings
 from nightshift.credentials import ShotSigner
 from nightshift.errors import DiskFull, ShotFailed, is_disk_full
 from nightshift.jobs import Job
-from nightshift.leases import Owner, lease_key
+from nightshift.leases import HOST, Owner, lease_key
 from nightshift.plan_files import load_plan_folder
 from nightshift.provenance import MANIFEST_JSON
 from nightshift.records import record_shot, shots_not_done, with_continuations
@@ -150,7 +150,9 @@ class ShotLoop:
             if lease.taken_over is not None:
                 gone = lease.taken_over
                 self.engine.say(f"{spec.shot_id} of job {job.id}: taken over from {gone.describe()}, silent since "
-                         f"{datetime.fromtimestamp(gone.expires - self.engine.leases.ttl_s):%H:%M:%S}")
+                                f"{datetime.fromtimestamp(gone.expires - self.engine.leases.ttl_s):%H:%M:%S}")
+                if gone.host != HOST:
+                    self.engine.steps.machine_gone(gone.host)
             if not self._still_rendering(job.id, folder):
                 yield "elsewhere"
             else:

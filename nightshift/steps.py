@@ -173,3 +173,6 @@ class Steps:
 
     def delivered(self, job: Job, folder: Path) -> None:
         """The job's delivery is in place."""
+
+    def machine_gone(self, host: str) -> None:
+        """Another machine stopped renewing its leases past their expiry, and its work was taken over."""

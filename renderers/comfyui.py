@@ -184,12 +184,12 @@ class ComfyUIShotRenderer:
             time.sleep(delay)
             delay = min(delay * 2, 30.0)
 
-    def workflow_for(self, spec: RenderSpec) -> Workflow:
+    def workflow_for(self, spec: RenderSpec, keyframes: bool) -> Workflow:
         if self.options.workflow is not None:
             assert self.options.mapping is not None  # the settings require it
             workflow = load_workflow(self.options.workflow, self.options.mapping)
         else:
-            workflow = shipped_workflow(spec.family)
+            workflow = shipped_workflow(spec.family, keyframes)
         if workflow.path not in self.checked:
             where = self.server.url if self.server else "the server"
             problems = check_workflow(workflow, self.object_info, where) + missing_models(workflow, self.object_info, where)
@@ -216,7 +216,7 @@ class ComfyUIShotRenderer:
             workflow = Workflow(Path(str(self.recorded["workflow"])), graph, ComfyUIMapping(output=output),
                                 str(self.recorded["workflow_sha256"]))
         else:
-            workflow = self.workflow_for(spec)
+            workflow = self.workflow_for(spec, keyframes=any(k.frame_index == 0 for k in keyframes))
             for key in keyframes:
                 field = ("first_keyframe" if key.frame_index == 0 else "last_keyframe"
                          if key.frame_index == spec.num_frames - 1 else None)
@@ -265,12 +265,17 @@ class ComfyUIShotRenderer:
         kind = graph[output_node]["class_type"]
         while True:
             try:
+                queued = False
                 if state is not None:
                     entry = server.history(state["prompt_id"])
+                    if entry is None:
+                        queued = server.queued(state["prompt_id"])
+                        if not queued:  # it may have finished between the two questions
+                            entry = server.history(state["prompt_id"])
                     if entry is not None:
                         return self._collect(job, server, entry, state["prompt_id"], output_node, cached=False,
                                              source="collected after a reconnect")
-                if state is None or not server.queued(state["prompt_id"]):
+                if not queued:
                     earlier = self._earlier_file(job, server, prefix, kind)
                     if earlier is not None:
                         return earlier

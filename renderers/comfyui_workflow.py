@@ -74,15 +74,18 @@ def load_workflow(path: Path, mapping: ComfyUIMapping, needs: str = "") -> Workf
     return Workflow(path, graph, mapping, hashlib.sha256(raw).hexdigest(), needs)
 
 
-def shipped_workflow(family: str) -> Workflow:
-    """The workflow Nightshift ships for a family (comfyui_workflows/<family>.json, its mapping beside it)."""
+def shipped_workflow(family: str, keyframes: bool = False) -> Workflow:
+    """The workflow Nightshift ships for a family (comfyui_workflows/<family>.json, its mapping beside it);
+    with `keyframes` (the shot has a first-frame image), the family's keyframe workflow where there is one."""
     path = SHIPPED / f"{family}.json"
+    if keyframes and (SHIPPED / f"{family}_keyframes.json").is_file():
+        path = SHIPPED / f"{family}_keyframes.json"
     if not path.is_file():
         why = UNSHIPPED.get(family, "")
         raise WorkflowError(f"no ComfyUI workflow is shipped for the {family} family" + (f": {why}" if why else ""),
                             "export your own from a ComfyUI that has its nodes, with Save (API), and set "
                             "render.comfyui.workflow and render.comfyui.mapping (README)")
-    meta = json.loads((SHIPPED / f"{family}.mapping.json").read_text(encoding="utf-8"))
+    meta = json.loads(path.with_suffix(".mapping.json").read_text(encoding="utf-8"))
     return load_workflow(path, ComfyUIMapping.model_validate(meta["mapping"]), meta.get("needs", ""))
 
 
@@ -175,6 +178,15 @@ def fill_workflow(workflow: Workflow, spec: RenderSpec, uploads: dict[str, str],
     for field, node_id, name in _targets(workflow.mapping):
         if field in values:
             graph[node_id].setdefault("inputs", {})[name] = values[field]
+    for field in ("first_keyframe", "last_keyframe"):  # a keyframe this shot has not got: its loader goes, and the
+        if field in uploads:                               # (optional) inputs it fed, e.g. a first-frame-only shot
+            continue
+        for node_id, _ in workflow.mapping.targets().get(field, []):
+            if graph.get(node_id, {}).get("class_type") == "LoadImage":
+                del graph[node_id]
+                for node in graph.values():
+                    node["inputs"] = {k: v for k, v in node.get("inputs", {}).items()
+                                      if not (_is_link(v) and v[0] == node_id)}
     output = graph[workflow.mapping.output].setdefault("inputs", {})
     if "filename_prefix" in output or graph[workflow.mapping.output]["class_type"] in OUTPUT_NODES:
         output["filename_prefix"] = prefix

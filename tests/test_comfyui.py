@@ -130,8 +130,9 @@ def _night(studio: Path) -> list:
 
 def test_shipped_workflows_use_only_nodes_the_recorded_comfyui_has() -> None:
     info = json.loads(OBJECT_INFO.read_text())
-    for family, files in (("ltx", 2), ("wan", 3)):
-        workflow = shipped_workflow(family)
+    for family, keyframes, files in (("ltx", False, 2), ("wan", False, 3), ("ltx", True, 2), ("wan", True, 4)):
+        workflow = shipped_workflow(family, keyframes)
+        assert workflow.path.stem == family + ("_keyframes" if keyframes else "")
         assert check_workflow(workflow, info, "0.3.64") == [], family
         # That server had no model files: each one the workflow names is reported, with where to put it.
         missing = missing_models(workflow, info, "0.3.64")
@@ -438,6 +439,10 @@ def test_nightshift_killed_while_comfyui_renders_collects_the_prompt_instead_of_
     records = load_records(delivery)
     finished = [line.split()[0] for line in server.executed()]
     assert len(finished) == len(set(finished)) == len(records), finished  # nothing rendered twice
-    collected = [r for r in records.values() if r.comfyui["prompt_id"] == running]
-    assert collected and collected[0].comfyui["output"] == "collected after a reconnect", collected
+    assert running in finished  # ComfyUI finished the shot serve died in, and it was not submitted again:
+    collected = [r.comfyui["output"] for r in records.values() if r.comfyui["output"] != "rendered"]
+    # collected from its history, or (when the orphaned render child outlived serve long enough to fetch it)
+    # as the finished file of that very graph
+    assert len(collected) == 1 and collected[0].startswith(("collected after a reconnect",
+                                                            "collected from an earlier run's file")), collected
     assert verify_delivery(delivery).ok

@@ -110,6 +110,8 @@ def test_three_machines_one_killed_mid_shot_every_script_delivered_once(tmp_path
         night = time.strftime("%Y-%m-%d")
         assert runs.get(f"night of {night} on gpu-a") == "COMPLETED", runs
         assert runs.get(f"night of {night} on gpu-c") == "COMPLETED", runs
+        # gpu-b cannot say it died: the machine that took its shot over marked its night Crashed in the UI.
+        assert runs.get(f"night of {night} on gpu-b") == "CRASHED", runs
         print(f"shots per machine: {dict(machines_used)}; the killed machine's shot taken over {taken_after:.0f} s later")
     finally:
         cluster.close()
