@@ -202,7 +202,7 @@ class LeaseBook:
             lease.taken_over = current
         with self._lock:
             self._held[key] = lease
-        self._start_renewing()
+            self._start_renewing()
         return lease
 
     @contextmanager
@@ -220,7 +220,9 @@ class LeaseBook:
             yield lease
 
     def _start_renewing(self) -> None:
-        if self._renewer is not None and self._renewer.is_alive():
+        """One renewal thread while any lease is held (called under self._lock); it ends when none is left, so a
+        process that has touched many studios does not keep a thread for each."""
+        if self._renewer is not None:
             return
 
         def renew_all() -> None:
@@ -229,6 +231,9 @@ class LeaseBook:
                 with self._lock:
                     held = [lease for lease in self._held.values() if not lease.released]
                     self._held = {lease.key: lease for lease in held}
+                    if not held:
+                        self._renewer = None
+                        return
                 for lease in held:
                     try:
                         lease.renew()

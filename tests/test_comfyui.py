@@ -22,7 +22,7 @@ from PIL import Image
 
 from nightshift.config import ComfyUIMapping, load_settings
 from nightshift.delivery import read_manifest
-from nightshift.doctor import run_doctor
+from nightshift.doctor import DoctorReport, comfyui_checks
 from nightshift.engine import NightEngine
 from nightshift.inbox import claim
 from nightshift.plan_render import render_plan_folder
@@ -369,9 +369,9 @@ def test_doctor_reports_each_comfyui_server_its_devices_nodes_and_models(tmp_pat
     studio = _studio(tmp_path / "studio", comfyui.url)
     toml = studio / "nightshift.toml"
     toml.write_text(toml.read_text().replace(f'url = "{comfyui.url}"', f'url = ["{comfyui.url}", "http://127.0.0.1:9"]'))
-    report = run_doctor(load_settings(toml), tiny_renders=False)
+    report = DoctorReport()  # the ComfyUI section of `nightshift doctor` (test_doctor.py runs the whole command)
+    report.add(*comfyui_checks(load_settings(toml)))
     text = report.text()
-    print(text)
     assert f"ok   {comfyui.url}: ComfyUI 0.3.64, 496 node types; cpu (23.5 GiB, 20.6 free)" in text
     assert "ok   workflow.json nodes: every node type and input it uses is there" in text
     assert "STOP http://127.0.0.1:9: no answer" in text and not report.ok
@@ -380,7 +380,9 @@ def test_doctor_reports_each_comfyui_server_its_devices_nodes_and_models(tmp_pat
                               if not line.startswith(("workflow =", "output =", "width =", "height =", "frames =",
                                                       "fps =", "[render.comfyui.mapping]")))
                     .replace(', "http://127.0.0.1:9"', ""))
-    text = run_doctor(load_settings(toml), tiny_renders=False).text()
+    report = DoctorReport()
+    report.add(*comfyui_checks(load_settings(toml)))
+    text = report.text()
     assert "STOP ltx.json models:" in text and "ltx-video-2b-v0.9.5.safetensors is not in" in text, text
     assert "ok   ltx.json nodes" in text
 
