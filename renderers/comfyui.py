@@ -36,7 +36,7 @@ from websockets.sync.client import connect
 
 from nightshift import faults
 from nightshift.config import ComfyUIMapping, RenderDefaults
-from nightshift.errors import NightshiftError, RenderServerDown
+from nightshift.errors import NightshiftError, RenderServerDown, is_disk_full
 from nightshift.files import now_utc, sha256_file, write_atomic
 from nightshift.machine import machine_name
 from nightshift.renderers.comfyui_workflow import (Workflow, WorkflowError, check_workflow, fill_workflow, load_workflow,
@@ -82,7 +82,7 @@ class ComfyUIClient:
         named = reply.json()
         return f"{named['subfolder']}/{named['name']}" if named.get("subfolder") else named["name"]
 
-    def submit(self, graph: dict[str, Any], prompt_id: str, output: str, workflow: Path) -> None:
+    def submit(self, graph: dict[str, Any], prompt_id: str, workflow: Path) -> None:
         reply = self.http.post("/prompt", json={"prompt": graph, "client_id": self.client_id, "prompt_id": prompt_id})
         body = reply.json() if reply.headers.get("content-type", "").startswith("application/json") else {}
         errors = body.get("node_errors") or {}
@@ -284,7 +284,7 @@ class ComfyUIShotRenderer:
                     write_atomic(state_path, json.dumps(state))  # written before the server hears of it
                     source = "rendered"
                     with connect(server.socket_url(), open_timeout=10, max_size=None) as socket:
-                        server.submit(graph, state["prompt_id"], output_node, workflow.path)
+                        server.submit(graph, state["prompt_id"], workflow.path)
                         self.in_flight = state["prompt_id"]
                         cached = self._follow(socket, server, state["prompt_id"], output_node, job.spec.shot_id)
                 else:  # still queued or running from before: waited for, never submitted again
@@ -296,6 +296,8 @@ class ComfyUIShotRenderer:
                 entry = _history_when_written(server, state["prompt_id"])
                 return self._collect(job, server, entry, state["prompt_id"], output_node, cached, source)
             except DOWN as error:
+                if isinstance(error, OSError) and is_disk_full(error):
+                    raise  # our own disk, not the server: the queue waits for space (DiskFull in the parent)
                 log(f"{job.spec.shot_id}: ComfyUI at {server.url} went away ({type(error).__name__}); waiting for it")
                 server = self.connect(deadline)
 
@@ -422,7 +424,14 @@ def _read_state(path: Path, graph_sha256: str) -> dict[str, str] | None:
         state = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return state if isinstance(state, dict) and state.get("graph_sha256") == graph_sha256 else None
+    if not isinstance(state, dict) or state.get("graph_sha256") != graph_sha256:
+        return None
+    for key in ("prompt_id", "client_id"):  # read from disk, then put in URLs: only the UUIDs we wrote
+        try:
+            uuid.UUID(str(state.get(key)))
+        except ValueError:
+            return None
+    return state
 
 
 def _history_when_written(server: ComfyUIClient, prompt_id: str, wait_s: float = 5.0) -> dict[str, Any]:

@@ -19,14 +19,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_prefect_server(port: int, env: dict[str, str], log: Path, timeout_s: float = 180) -> subprocess.Popen:
-    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+def start_prefect_server(port: int, env: dict[str, str], log: Path, timeout_s: float = 180,
+                         host: str = "127.0.0.1") -> subprocess.Popen:
+    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", host,
                                "--port", str(port)], env=env, start_new_session=True, stdout=open(log, "a"),
                               stderr=subprocess.STDOUT)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2).status_code == 200:
+            if httpx.get(f"http://{host}:{port}/api/health", timeout=2).status_code == 200:
                 return server
         except httpx.HTTPError:
             pass
@@ -34,7 +35,7 @@ def start_prefect_server(port: int, env: dict[str, str], log: Path, timeout_s: f
             break
         time.sleep(0.5)
     server.kill()
-    raise RuntimeError(f"the Prefect server did not answer on port {port}: {log.read_text()[-2000:]}")
+    raise RuntimeError(f"the Prefect server did not answer at {host}:{port}: {log.read_text()[-2000:]}")
 
 
 def stop(server: subprocess.Popen) -> None:
@@ -42,4 +43,7 @@ def stop(server: subprocess.Popen) -> None:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(30)
     except (ProcessLookupError, subprocess.TimeoutExpired):
-        os.killpg(server.pid, signal.SIGKILL)
+        try:
+            os.killpg(server.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

@@ -243,13 +243,13 @@ def test_every_refusal_names_the_workflow_the_node_and_the_fix(tmp_path: Path, c
     refused = json.loads(json.dumps(USER_WORKFLOW))
     refused["frame"]["inputs"]["width"] = 0
     with pytest.raises(ComfyUIError, match=r"node frame \(EmptyImage\): Value 0 smaller than min of 1: width"):
-        client.submit(refused, "p1", "save", tmp_path / "workflow.json")
+        client.submit(refused, "p1", tmp_path / "workflow.json")
     # Partly valid: 200 with node_errors. Ours is refused, and the valid rest is taken back off the queue.
     partial = {**json.loads(json.dumps(USER_WORKFLOW)), "other": {"class_type": "SaveImage", "inputs": {
         "images": ["frame", 0], "filename_prefix": "x"}}}
     partial["save"]["inputs"]["format"] = "mov"
     with pytest.raises(ComfyUIError, match=r"node save \(SaveVideo\): Value not in list"):
-        client.submit(partial, "p2", "save", tmp_path / "workflow.json")
+        client.submit(partial, "p2", tmp_path / "workflow.json")
     # A night with a broken workflow fails the job once, with the report in inbox/failed/, before any shot runs.
     studio = _studio(tmp_path / "studio", comfyui.url)
     (studio / "workflow.json").write_text(json.dumps(bad))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import getpass
 import io
-import json
 import os
 import shutil
 import socket

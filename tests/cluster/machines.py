@@ -27,9 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-import httpx
-
-from tests.prefect_server import free_port
+from tests.faults.test_kill_points import PROJECT_TOML
+from tests.prefect_server import free_port, start_prefect_server, stop
 
 REPO = Path(__file__).resolve().parents[2]
 POOL = "nightshift-gpu"
@@ -226,20 +225,7 @@ class Machines:
 
 # ---------------------------------------------------------------------------------------------- the studio
 
-STUDIO_TOML = """
-[planner]
-kind = "rules"
-[render]
-fps = 4
-width = 64
-height = 48
-output_width = 64
-output_height = 36
-[night]
-stable_s = 0
-poll_s = 0.5
-lease_ttl_s = {lease_ttl_s}
-"""
+STUDIO_TOML = PROJECT_TOML.replace("stable_s = 0", "stable_s = 0\npoll_s = 0.5\nlease_ttl_s = {lease_ttl_s}")
 CORPUS = REPO / "examples" / "corpus"
 # Two short scripts of our own beside the bundled four: six in the queue.
 EXTRA_SCRIPTS = {
@@ -286,38 +272,12 @@ def wait_for(what: str, until: Callable[[], T], timeout_s: float, machines: list
 # ---------------------------------------------------------------------------------------------- the server
 
 
-def start_server(address: str, database_url: str, home: Path, log: Path, timeout_s: float = 240) -> tuple[subprocess.Popen, str]:
-    """`prefect server start` on PostgreSQL; its API URL once it answers."""
+def start_server(address: str, database_url: str, home: Path, log: Path) -> tuple[subprocess.Popen, str]:
+    """`prefect server start` on PostgreSQL, its concurrency leases on disk; its API URL once it answers."""
     port = free_port()
     env = {**clean_env(), "PREFECT_HOME": str(home), "PREFECT_API_DATABASE_CONNECTION_URL": database_url,
            "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect.server.concurrency.lease_storage.filesystem"}
-    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", address, "--port",
-                               str(port)], env=env, start_new_session=True, stdout=open(log, "a"),  # noqa: SIM115
-                              stderr=subprocess.STDOUT)
-    api = f"http://{address}:{port}/api"
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{api}/health", timeout=2).status_code == 200:
-                return server, api
-        except httpx.HTTPError:
-            pass
-        if server.poll() is not None:
-            break
-        time.sleep(0.5)
-    server.kill()
-    raise RuntimeError(f"the Prefect server did not answer at {api}: {log.read_text()[-3000:]}")
-
-
-def stop_process(process: subprocess.Popen) -> None:
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(30)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    return start_prefect_server(port, env, log, timeout_s=240, host=address), f"http://{address}:{port}/api"
 
 
 def prefect(argv: list[str], api_url: str, home: Path, cwd: Path = REPO, **env: str) -> str:
@@ -371,7 +331,7 @@ class Cluster:
 
     def close(self) -> None:
         self.machines.close()
-        stop_process(self.server)
+        stop(self.server)
 
 
 def bring_up(root: Path, database_url: str, count: int, lease_ttl_s: float,
@@ -392,6 +352,6 @@ def bring_up(root: Path, database_url: str, count: int, lease_ttl_s: float,
             machines.machines[index].start(watcher_command(), "watcher.log", cwd=studio)
     except BaseException:
         machines.close()
-        stop_process(server)
+        stop(server)
         raise
     return Cluster(machines, studio, server, api, admin)
