@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import re
 import time
 from collections.abc import Iterator
@@ -39,10 +40,12 @@ from prefect.states import Crashed
 from nightshift.machine import machine_name
 from nightshift.config import Settings, load_settings
 from nightshift.engine import NightEngine
+from nightshift.forecast import Forecast
 from nightshift.errors import NightWaits, NightshiftError
 from nightshift.inbox import original_name
 from nightshift.gpu_lock import gpu_name, machine_lock
 from nightshift.jobs import Job
+from nightshift.night_book import NightSummary
 from nightshift.plan_files import load_plan_folder
 from nightshift.steps import IntakeOutcome, JobOutcome, Progress, Steps
 
@@ -145,6 +148,22 @@ class PrefectSteps(Steps):
                     client.set_flow_run_state(run.id, Crashed(message=f"{host} stopped renewing its leases; its "
                                                                "work was taken over by another machine"), force=True)
                     get_run_logger().warning(f"{run.name}: marked Crashed ({host} is gone; its shots were taken over)")
+
+    def forecast(self, forecast: Forecast) -> None:
+        """The forecast as an artifact ("forecast", a new version each time): the UI's answer to "what will I
+        have at 07:00?"."""
+        self._artifact("forecast", forecast.markdown(), f"Tonight: {forecast.headline()}")
+
+    def night_summary(self, summary: NightSummary) -> None:
+        self._artifact("night-summary", summary.markdown(),
+                       f"Night {summary.night}: {summary.waste_fraction:.1%} of render seconds wasted")
+
+    @staticmethod
+    def _artifact(key: str, markdown: str, description: str) -> None:
+        try:
+            create_markdown_artifact(key=key, markdown=markdown, description=description)
+        except Exception as error:  # noqa: BLE001 - the UI missing one forecast never stops the night
+            logging.getLogger("nightshift.engine").warning(f"the {key} artifact was not written: {error!r}")
 
     def delivered(self, job: Job, folder: Path) -> None:
         _, plan = load_plan_folder(folder)

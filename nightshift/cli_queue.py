@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 
 from nightshift.config import Settings
 from nightshift.engine import NightEngine
@@ -17,6 +18,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     queue.add_argument("--json", action="store_true", help="print {jobs: [...], not_planned: [...]} as JSON")
     queue.add_argument("--priority", type=int, metavar="N",
                        help="set the priority of the JOBs named (higher renders sooner; default 0)")
+    queue.add_argument("--forecast", action="store_true",
+                       help="what will be ready when the window closes (tonight's, or the coming one's), per job "
+                            "and rung, from this machine's render history")
     queue.add_argument("jobs", nargs="*", metavar="JOB", help="job id (or a unique start of it), script name or title")
 
 
@@ -33,10 +37,15 @@ def cmd_queue(args: argparse.Namespace, settings: Settings, say) -> int:  # noqa
     entries = queue_entries(store, include_finished=args.all)
     waiting = waiting_scripts(settings)
     unreadable = [*store.unreadable(), *(f"{store.path(job.id)} ({why})" for job, why in engine.tampered_jobs())]
+    forecast = engine.night.forecast() if args.forecast else None
     if args.json:
         print(json.dumps({"jobs": [e.as_dict() for e in entries],
+                          **({"forecast": asdict(forecast)} if forecast is not None else {}),
                           "not_planned": [{"script_name": n, "where": w} for n, w in waiting],
                           "unreadable": [str(p) for p in unreadable]}, indent=2, ensure_ascii=False))
     else:
         print(format_queue(entries, waiting, unreadable))
+        if forecast is not None:
+            print()
+            print("\n".join(forecast.lines()))
     return 0

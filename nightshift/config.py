@@ -111,6 +111,19 @@ class ComfyUISettings(_Section):
         return [self.url] if isinstance(self.url, str) else list(self.url)
 
 
+class DraftSettings(_Section):
+    """The draft rung: the same family and prompt at a lower cost. Empty fields take the family's defaults
+    (nightshift/families.py)."""
+
+    steps: int | None = Field(None, ge=1, le=500, description="Denoising steps of a draft (default: the family's).")
+    scale: float | None = Field(None, gt=0, le=1, description="A draft's size as a fraction of the final's (snapped to "
+                                                              "the family's multiples; default: the family's).")
+    upscale_scaler: Literal["bilinear", "bicubic", "lanczos"] = Field(
+        "bilinear", description="The 4K fit of a draft (no super-resolution model): cheap, the same delivery size.")
+    animatic: bool = Field(False, description="Give animatic renders (no GPU) a draft rung too: smaller cards, the "
+                                              "cheap fit; a way to try the ladder on a CPU.")
+
+
 class RenderDefaults(_Section):
     family: ModelFamily = "ltx"
     model_id: str | None = Field(None, description="Default: the family's registry default.")
@@ -150,6 +163,8 @@ class RenderDefaults(_Section):
     output_width: int = Field(3840, ge=16, le=7680, multiple_of=2, description="Delivered clip width (4K UHD by default).")
     output_height: int = Field(2160, ge=16, le=4320, multiple_of=2, description="Delivered clip height.")
     upscale_fit: Literal["pad", "crop"] = "pad"
+    upscale_scaler: Literal["bilinear", "bicubic", "lanczos"] = Field("lanczos", description="The 4K fit's scaler.")
+    draft: DraftSettings = Field(default_factory=DraftSettings)
     upscale_sharpen: float = Field(0.0, ge=0, le=1, description="FFmpeg cas strength after the 4K scale.")
     upscale_model: Path | None = Field(
         None, description="A local super-resolution weights file (.pth/.safetensors, loaded with spandrel) run before "
@@ -177,7 +192,7 @@ class IntakeSettings(_Section):
     max_scenes: int = Field(2000, ge=1)
 
 
-CLOCK = r"^([01]\d|2[0-3]):[0-5]\d$"  # 00:00 .. 23:59
+CLOCK = r"^([01]\d|2[0-3]):[0-5]\d(:[0-5]\d)?$"  # 00:00 .. 23:59 (seconds optional: 06:59:30)
 
 
 class NightSettings(_Section):
@@ -191,6 +206,24 @@ class NightSettings(_Section):
     lease_ttl_s: float = Field(60.0, ge=5, le=3600, description="A machine sharing the studio that stops renewing "
                                "its leases for this long is taken to be gone and its shots are rendered by another. "
                                "Keep the machines' clocks in step (NTP) to well within this.")
+    strategy: Literal["progressive", "in_order"] = Field(
+        "progressive", description="progressive: every shot due tonight gets its draft before any shot gets its "
+        "final, so the cut is whole at dawn; in_order: each job's shots at final, one job after another.")
+    rungs: list[Literal["animatic", "draft", "final"]] = Field(
+        default_factory=lambda: ["draft", "final"], description="The quality ladder a progressive night climbs, "
+        "cheapest first; it ends with final. The animatic renderer (no GPU) has one rung unless render.draft.animatic.")
+    grace_s: float = Field(300.0, ge=0, le=86400, description="A shot still rendering when the window closes "
+                           "finishes if it is predicted to within this; else it is stopped and resumes next night.")
+    cut_every_s: float = Field(300.0, ge=0, le=86400, description="A progressive night brings a job's cut up to "
+                               "date as finals land, at most this often (and always at its end and the window's).")
+
+    @field_validator("rungs")
+    @classmethod
+    def _ladder(cls, value: list[str]) -> list[str]:
+        order = ["animatic", "draft", "final"]
+        if not value or value[-1] != "final" or value != sorted(set(value), key=order.index):
+            raise ValueError("night.rungs climbs cheapest first and ends with final, e.g. [\"draft\", \"final\"]")
+        return value
 
 
 class SigningSettings(_Section):

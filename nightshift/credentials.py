@@ -63,7 +63,7 @@ def shot_assertion(folder: Path, clip: ClipRecord, spec: RenderSpec, script_sha2
     spec_data = _bounded(spec.model_dump(mode="json"), shortened)
     return {
         "shot": clip.shot_id, "spec_sha256": clip.spec_sha256, "rendered_sha256": clip.rendered_sha256,
-        "spec": spec_data, "spec_fields_shortened": shortened, "script_sha256": script_sha256,
+        "rung": clip.rung, "stands_for": clip.stands_for, "spec": spec_data, "spec_fields_shortened": shortened, "script_sha256": script_sha256,
         "model": {"id": clip.model_id, "pipeline": clip.pipeline, "revision": clip.weights_revision,
                   "weights": [{"path": f.path, "sha256": f.sha256} for f in hash_weight_files(weights)]
                   if weights is not None and weights.is_dir() else []},

@@ -29,15 +29,19 @@ from pathlib import Path
 import watchfiles
 
 from nightshift.config import Settings
+from nightshift.cuts import CutPublisher
 from nightshift.errors import NightshiftError, NightWaits, ShotFailed
 from nightshift.files import inside
 from nightshift.inbox import Claim, is_candidate, leftover_claims, pending_files
 from nightshift.intake import Intake
 from nightshift.job_delivery import JobDelivery
 from nightshift.jobs import Job, JobStore
+from nightshift.ladder import ladder_for, level_of, needed_level
 from nightshift.leases import HOST, LeaseBook, Owner, lease_key
+from nightshift.night_book import NightBook
+from nightshift.passes import QueuePasses
 from nightshift.plan_files import load_plan_folder
-from nightshift.records import VerifiedClips, shots_not_done
+from nightshift.records import VerifiedClips, shot_rungs, shots_not_done
 from nightshift.renderers.continuity import continues_from
 from nightshift.renderers.shots import RendererChoice, choose_renderer
 from nightshift.schemas import RenderPlan
@@ -67,6 +71,9 @@ class NightEngine:
         self.leases = LeaseBook.of(studio / "leases", self.settings.night.lease_ttl_s)
         self.delivery = JobDelivery(self)
         self.shots = ShotLoop(self)
+        self.cuts = CutPublisher(self)
+        self.night = NightBook(self)
+        self.passes = QueuePasses(self)
         self.verified = VerifiedClips()
         self.work_root = studio / "work"
         self.inbox = self.settings.resolve(self.settings.paths.inbox)
@@ -89,7 +96,8 @@ class NightEngine:
                 if job.redo.from_folder is not None:
                     inside(job.redo.from_folder, self.output, what=f"job {job.id}: redo.from_folder")
             inside(job.work_folder, self.work_root, self.output, what=f"job {job.id}: work_folder")
-            for value, name in ((job.delivery, "delivery"), (job.delivering_to, "delivering_to")):
+            for value, name in ((job.delivery, "delivery"), (job.delivering_to, "delivering_to"), (job.cut, "cut"),
+                                (job.cut_parent, "cut_parent"), (job.publishing_to, "publishing_to")):
                 if value is not None:
                     inside(value, self.output, what=f"job {job.id}: {name}")
         except NightshiftError as error:
@@ -116,19 +124,22 @@ class NightEngine:
         return not self.respect_window or in_window(datetime.now(), self.settings.night.window_start,
                                                     self.settings.night.window_end)
 
-    def work_job(self, job_id: str) -> JobOutcome:
+    def work_job(self, job_id: str, alone: bool = False) -> JobOutcome:
         """Render the job's shots no one else is rendering, then deliver it if every shot is done. Its lease
         is held to start it and to deliver or fail it; each shot has a lease of its own while it renders. A job
         whose lease is held elsewhere is left ("busy"); one whose last shots render elsewhere is left to that
-        machine ("elsewhere"); one already delivered, by anyone, is reported ("delivered_elsewhere")."""
+        machine ("elsewhere"); one already delivered, by anyone, is reported ("delivered_elsewhere"). A
+        progressive job renders one pass ("cut": its cut is made or brought up to date; "yield": a job planned
+        meanwhile needs a lower pass first, unless `alone`, as `nightshift run` renders one script)."""
         started = self._start_job(job_id)
         if isinstance(started, JobOutcome):
             return started
         job, plan, choice = started
         folder = Path(job.work_folder)
+        climb = self.passes.climb(job, alone)
         try:
             with self.steps.gpu(self, choice.device):
-                stopped = self.shots.render(folder, folder, plan, choice, job=job)
+                stopped = self.shots.render(folder, folder, plan, choice, job=job, climb=climb)
         except InterruptedError:
             stopped = "stopped"
         except NightWaits as error:
@@ -142,7 +153,12 @@ class NightEngine:
                 with self.leases.hold(job_key(job.id), what=f"failing job {job.id}"):
                     self.delivery.fail(self.store.load(job.id), "rendering", error.report())
                 return JobOutcome(job.id, "failed", f"{job.script_name}: failed: {error}")
+        if stopped == "yield":
+            message = f"{job.label}: a job planned meanwhile gets its {climb.ladder[0] if climb else 'first'} pass first"
+            return JobOutcome(job.id, "yield", message)
         if stopped in ("stopped", "window"):
+            if climb is not None and stopped == "window":
+                self.cuts.keep_up(job.id, force=True)  # the cut at dawn shows every final that landed
             why = ("stopped; it resumes where it stopped on the next start" if stopped == "stopped"
                    else f"the window closed at {self.settings.night.window_end}; the rest waits for the next night")
             self.say(f"{job.script_name}: {why}")
@@ -160,6 +176,7 @@ class NightEngine:
             if not self.trusted(job):
                 return JobOutcome(job_id, "failed", f"job {job_id}: the record is tampered with; not acted on")
             finished = self.delivery.finish_interrupted(job)
+            self.cuts.adopt_interrupted(job)
             if finished is not None:
                 return JobOutcome(job_id, "delivered", f"{job.script_name}: delivered to {finished}", str(finished))
             settled = self._settled(job)
@@ -177,6 +194,7 @@ class NightEngine:
             if job.night_started is None:
                 job.night_started = datetime.now().isoformat(timespec="seconds")
             job.state, job.renderer = "rendering", f"{choice.kind}: {choice.reason}"
+            job.rungs = ladder_for(choice.kind, self.settings)
             job.log(f"rendering with {choice.kind} ({choice.reason}) on {HOST}")
             self.store.save(job)
         self.say(f"{job.script_name}: renderer {choice.kind} ({choice.reason})")
@@ -205,6 +223,8 @@ class NightEngine:
                 return settled
             folder = Path(job.work_folder)
             _, plan = load_plan_folder(folder)
+            if job.rungs and len(job.rungs) > 1:
+                return self.cuts.finish_pass(job, plan)
             left = shots_not_done(folder, plan.specs, self.verified)
             if left:
                 owners = {owner.host for spec in left if (owner := self.leases.busy(shot_key(job.id, spec.shot_id)))}
@@ -245,29 +265,39 @@ class NightEngine:
 
     # ------------------------------------------------------------------ the loop
 
-    def next_job(self, tried: set[str]) -> Job | None:
+    def next_job(self, tried: set[str], level: int | None = None) -> Job | None:
         """The next job this process may work on now: pending, trusted, not backing off, with something to do
-        here (a shot no one renders, or its delivery)."""
-        while (job := self.store.next_pending(tried)) is not None:
+        here at the queue's pass `level` (a shot no one renders, or its delivery)."""
+        # A progressive night's first pass goes in arrival order: priorities and marks order finals, not drafts.
+        climbs = self.passes.climbs if level == 0 and self.settings.night.strategy == "progressive" else None
+        while (job := self.store.next_pending(tried, climbs)) is not None:
             tried.add(job.id)
             if not self.trusted(job) or time.monotonic() < self.retry_at.get(job.id, 0.0):
                 continue
             if waiting_for(job, self.store) is not None:
                 continue  # the version it builds on is not delivered yet
-            if self.has_work_here(job):
+            if self.has_work_here(job, level):
                 return job
         return None
 
-    def has_work_here(self, job: Job) -> bool:
+    def has_work_here(self, job: Job, level: int | None = None) -> bool:
         """Can this process do something for `job` now: start it, render a shot no one else renders (one whose
         first frame is not the end of a shot rendering elsewhere), or deliver it? Finished clips are stat'ed,
-        not hashed again, so a machine can ask this of the whole queue every few seconds."""
+        not hashed again, so a machine can ask this of the whole queue every few seconds. With `level` (the
+        queue's pass), a job whose shots all stand above it waits for the next pass."""
         if self.leases.busy(job_key(job.id)) is not None:
             return False
         folder = Path(job.work_folder)
         try:
             _, plan = load_plan_folder(folder)
-            left = shots_not_done(folder, plan.specs, self.verified)
+            if job.rungs and len(job.rungs) > 1:
+                levels = {s: level_of(r, job.rungs) for s, r in shot_rungs(folder, plan.specs, self.verified).items()}
+                need = needed_level(levels, job.rungs)
+                if need is not None and level is not None and need > level:
+                    return False
+                left = [spec for spec in plan.specs if need is not None and levels[spec.shot_id] < need]
+            else:
+                left = shots_not_done(folder, plan.specs, self.verified)
         except (NightshiftError, OSError, ValueError):
             return True  # a redo not started yet, or a damaged plan: work_job starts it or reports it
         elsewhere: set[str] = set()
@@ -281,8 +311,14 @@ class NightEngine:
         outcomes: list[JobOutcome] = []
         if time.monotonic() < self.disk_retry_at:
             return outcomes
-        tried: set[str] = set()
-        while not self.stop.is_set() and self.window_open() and (job := self.next_job(tried)) is not None:
+        tried_at: dict[int | None, set[str]] = {}  # per pass: a progressive job comes back for its next one
+        while not self.stop.is_set() and self.window_open():
+            level = self.passes.queue_level()
+            if level is not None:  # a job planned meanwhile took the queue down a pass: those above start over
+                tried_at = {k: v for k, v in tried_at.items() if k is None or k <= level}
+            job = self.next_job(tried_at.setdefault(level, set()), level)
+            if job is None:
+                break
             try:
                 outcome = self.steps.job(self, job)
             except NightWaits as error:
@@ -314,10 +350,12 @@ class NightEngine:
         waited for, not left: a machine that dies is taken over once its leases expire."""
         outcomes: list[JobOutcome] = []
         while not self.stop.is_set() and self.window_open():
+            self.night.begin()
             outcomes += self.render_queue()
             if not self.respect_window and not any(self.trusted(job) for job in self.store.pending()):
                 break
             self.stop.wait(self.settings.night.poll_s)
+        self.night.end()
         return outcomes
 
     def idle(self) -> bool:
@@ -334,7 +372,10 @@ class NightEngine:
         while not self.stop.is_set():
             if intake:
                 self.intake.take_drops(events=events)
+            if render and not self.stop.is_set() and not self.window_open():
+                self.night.end()  # the window closed: the night's summary (once)
             if render and not self.stop.is_set() and self.window_open():
+                self.night.begin()
                 # While drops wait to be planned, one job between intake passes: planning and rendering take turns,
                 # so neither a large drop nor a long queue holds the other back.
                 outcomes += self.render_queue(limit=1 if intake and self.intake.has_waiting_drops() else None)
@@ -346,6 +387,8 @@ class NightEngine:
             for _ in watchfiles.watch(self.inbox, stop_event=self.stop.event, rust_timeout=poll_ms,
                                       yield_on_timeout=True, recursive=False, raise_interrupt=True):
                 break
+        if render:
+            self.night.end()
         return outcomes
 
     def _only_others_work(self, intake: bool) -> bool:
@@ -364,7 +407,10 @@ class NightEngine:
         outcome = self.intake.claim(claimed, force=force)
         if outcome.job is None or outcome.status == "failed":
             return outcome
-        return self.work_job(outcome.job.id)
+        rendered = self.work_job(outcome.job.id, alone=True)
+        while rendered.status == "cut" and not self.stop.is_set():  # a progressive job: its next pass, at once
+            rendered = self.work_job(outcome.job.id, alone=True)
+        return rendered
 
 
 def job_key(job_id: str) -> str:

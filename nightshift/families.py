@@ -28,6 +28,10 @@ class FamilyRules:
     prompt_template: str
     negative_template: str
     makes_audio: bool = False
+    # The draft rung (nightshift/ladder.py): steps and size fraction, each family at about a tenth of its final's
+    # cost, still recognisably the shot (these models hold composition and motion at half size and few steps).
+    draft_steps: int = 8
+    draft_scale: float = 0.5
 
     def frame_count(self, duration_s: float, fps: float) -> int:
         """The valid frame count nearest to duration * fps, within the family's limits."""
@@ -94,6 +98,7 @@ FAMILIES: dict[str, FamilyRules] = {
         min_frames=5,
         max_frames=121,
         steps=50,
+        draft_steps=12,
         guidance=5.0,
         prompt_template="prompt_wan.j2",
         negative_template="negative_wan.j2",
@@ -110,6 +115,7 @@ FAMILIES: dict[str, FamilyRules] = {
         min_frames=5,
         max_frames=121,
         steps=50,
+        draft_steps=12,
         guidance=6.0,
         prompt_template="prompt_hunyuan.j2",
         negative_template="negative_hunyuan.j2",

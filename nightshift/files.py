@@ -7,6 +7,7 @@ disk with `inside`, and makes file names from untrusted text with `fit_name`.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
 import uuid
@@ -105,3 +106,17 @@ def inside(path: Path | str, *roots: Path, what: str = "path") -> Path:
     raise OutsideStudio(f"{what} {str(path)!r} is outside {where}",
                         "the record was edited by hand or tampered with; it is not acted on. Remove it, "
                         "or drop the script into the inbox again")
+
+
+def exchange(a: Path, b: Path) -> None:
+    """Swap two paths in one step (Linux renameat2 RENAME_EXCHANGE): a reader of either finds the old or the new,
+    never nothing. Where the call is missing, two renames through a hidden name (a moment with `b` absent)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    at_fdcwd, rename_exchange = -100, 2
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is not None and renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return
+    aside = b.with_name(f".{b.name}.aside-{uuid.uuid4().hex[:8]}")
+    os.rename(b, aside)
+    os.rename(a, b)
+    os.rename(aside, a)

@@ -11,6 +11,7 @@ never undo a priority set while it runs.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
@@ -18,7 +19,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from nightshift.files import write_atomic
-from nightshift.schemas import NAME_MAX, TITLE_MAX
+from nightshift.schemas import NAME_MAX, TITLE_MAX, Rung
 
 JobState = Literal["queued", "rendering", "delivered", "failed"]
 
@@ -56,6 +57,15 @@ class Job(BaseModel):
     renderer: str | None = None
     history: list[str] = Field(default_factory=list)
     redo: RedoOrder | None = Field(None, description="Set for a job made from review marks: a new version of a delivery.")
+    rungs: list[Rung] | None = Field(None, description="The quality ladder its shots climb (set when it starts).")
+    cut: str | None = Field(None, description="A progressive night: the job's latest cut in output/, complete with "
+                                              "every shot at its best rung so far; updated within a night.")
+    cut_night: str | None = Field(None, description="The night (when its window opened) that cut belongs to: a "
+                                                    "later night's cut is a new version beside it.")
+    cut_parent: str | None = Field(None, description="The earlier night's cut this night's version builds on.")
+    cut_shots: dict[str, str] = Field(default_factory=dict, description="Shot -> the clip's sha256 in that cut.")
+    cut_made: float | None = Field(None, description="When that cut was made (Unix time).")
+    publishing_to: str | None = Field(None, description="Set just before a cut is swapped into place (recovery).")
 
     @property
     def label(self) -> str:
@@ -138,9 +148,14 @@ class JobStore:
         waiting = [j for j in self.all() if j.state in ("queued", "rendering")]
         return sorted(waiting, key=lambda j: -priorities.get(j.id, 0))  # stable: arrival order within a priority
 
-    def next_pending(self, tried: set[str]) -> Job | None:
-        """The next job to render, read fresh from disk so a priority set or a script planned mid-night counts."""
-        return next((j for j in self.pending() if j.id not in tried), None)
+    def next_pending(self, tried: set[str], climbs: Callable[[Job], bool] | None = None) -> Job | None:
+        """The next job to render, read fresh from disk so a priority set or a script planned mid-night counts.
+        With `climbs` (a progressive night's first pass): the jobs it says climb a ladder in arrival order, after
+        those whose one rung is final (which keep the queue's priority order)."""
+        pending = self.pending()
+        if climbs is not None:
+            pending.sort(key=lambda j: (1, j.created, j.id) if climbs(j) else (0, "", ""))
+        return next((j for j in pending if j.id not in tried), None)
 
     def find_sha(self, sha256: str) -> Job | None:
         """A job for the same content that is queued, rendering or delivered (a failed one may be retried)."""

@@ -25,7 +25,7 @@ def _commented_section(name: str, section: BaseModel) -> list[str]:
             lines.append(f"# {field_name} =")
         else:
             encoded = tomli_w.dumps({field_name: str(value) if isinstance(value, Path) else value}).strip()
-            lines.append(f"# {encoded}")
+            lines += [f"# {line}" for line in encoded.splitlines()]  # a list spans lines: each one commented
     return lines + nested
 
 

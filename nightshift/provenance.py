@@ -136,6 +136,8 @@ class Manifest(BaseModel):
     models: list[ModelWeights] = Field(default_factory=list)
     shots: list[ShotProvenance]
     cut: CutRecord | None = None
+    rungs: dict[str, int] = Field(default_factory=dict, description="Shots of the cut at each rung of the quality "
+                                  "ladder (final, draft, animatic); each shot's own is in its clip record.")
     environment: Environment
     history: list[str] = Field(default_factory=list)
     provenance_sha256: str = Field("", description="sha256 of everything above; carried by every signed MP4.")
@@ -263,6 +265,7 @@ def build_manifest(folder: Path, shotlist: ShotList, plan: RenderPlan, records: 
                           edit_history=file_ref(folder, EDITS_JSON) if (folder / EDITS_JSON).is_file() else None),
         edits=load_edits(folder), models=model_weights(clips),
         shots=[ShotProvenance(spec=s, clip=records[s.shot_id]) for s in plan.specs], cut=cut,
+        rungs={rung: n for rung in ("final", "draft", "animatic") if (n := sum(c.rung == rung for c in clips))},
         environment=environment(), history=list(history), **(lineage or Lineage()).model_dump(),
     )
     manifest.provenance_sha256 = provenance_digest(manifest)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from nightshift.files import inside, sha256_file, write_atomic
 from nightshift.renderers.continuity import continuity_record, continues_from
-from nightshift.schemas import ClipRecord, RenderSpec, spec_sha256
+from nightshift.schemas import ClipRecord, RenderSpec, Rung, spec_sha256
 from nightshift.signing import read_credentials
 
 RENDERS_JSON = "renders.json"
@@ -88,6 +88,33 @@ def _rendered(folder: Path, spec: RenderSpec, record: ClipRecord | None, verifie
     return (record.rendered_sha256 is not None and credentials.present and not credentials.failures
             and credentials.nightshift is not None
             and credentials.nightshift.get("rendered_sha256") == record.rendered_sha256)
+
+
+def shot_rung(folder: Path, spec: RenderSpec, record: ClipRecord | None,
+              verified: VerifiedClips | None = None) -> Rung | None:
+    """The rung this plan spec's shot is at (None: nothing watchable). A draft or animatic counts when it stands
+    for exactly this spec, renders the same frames at the same rate (so the cut keeps its timing) and is on disk
+    as recorded (a stand-in continuing a shot that has climbed since still stands: its chain climbs next, as a
+    unit); a final, as `is_shot_done`."""
+    if record is None:
+        return None
+    if record.rung == "final":
+        return "final" if is_shot_done(folder, spec, record, verified) else None
+    if record.stands_for != spec_sha256(spec) or record.rung_spec is None:
+        return None
+    try:
+        stand_in = RenderSpec.model_validate(record.rung_spec)
+    except ValueError:
+        return None
+    if (stand_in.shot_id, stand_in.num_frames, stand_in.fps, stand_in.rung) != (spec.shot_id, spec.num_frames,
+                                                                                  spec.fps, record.rung):
+        return None
+    return record.rung if _rendered(folder, stand_in, record, verified) else None
+
+
+def shot_rungs(folder: Path, specs: list[RenderSpec], verified: VerifiedClips | None = None) -> dict[str, Rung | None]:
+    records = load_records(folder)
+    return {spec.shot_id: shot_rung(folder, spec, records.get(spec.shot_id), verified) for spec in specs}
 
 
 def shots_not_done(folder: Path, specs: list[RenderSpec], verified: VerifiedClips | None = None) -> list[RenderSpec]:

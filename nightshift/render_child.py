@@ -7,6 +7,7 @@ is gone. This is the only process that imports torch and the video models.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -17,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from nightshift.config import RenderDefaults
+from nightshift.ladder import rung_render_settings, rung_spec
 from nightshift.renderers.diffusers_shot import make_renderer
-from nightshift.renderers.shots import RendererChoice, shot_job
+from nightshift.renderers.shots import ClipFinish, RendererChoice, ShotJob, ShotRenderer, finish_settings, shot_job
+from nightshift.schemas import ClipRecord, spec_sha256
 
 
 def _serve(protocol_out, renderers: dict[str, Any]) -> None:  # noqa: ANN001 - a text file object
@@ -26,12 +29,15 @@ def _serve(protocol_out, renderers: dict[str, Any]) -> None:  # noqa: ANN001 - a
         request = json.loads(line)
         try:
             settings = RenderDefaults.model_validate(request["settings"])
+            rung = request.get("rung", "final")
             choice = RendererChoice(**request["choice"])
-            key = json.dumps([request["choice"], request["settings"]], sort_keys=True)
-            if key not in renderers:
+            if rung == "animatic":
+                choice = RendererChoice("animatic", "cpu", "the animatic rung of the quality ladder")
+            key = json.dumps([dataclasses.asdict(choice), request["settings"]], sort_keys=True)
+            if key not in renderers:  # one per backend and settings: a draft reuses the final's loaded pipeline
                 renderers[key] = make_renderer(choice, settings)
             job = shot_job(Path(request["plan_folder"]), Path(request["out_folder"]), request["shot_id"])
-            record = renderers[key].render(job)
+            record = render_rung(renderers[key], job, rung, settings)
             answer = {"ok": True, "record": record.model_dump()}
         except Exception as error:  # noqa: BLE001 - every failure goes back to the parent as data
             answer = {"ok": False, "error": f"{request.get('shot_id')}: {type(error).__name__}: {error}",
@@ -39,6 +45,29 @@ def _serve(protocol_out, renderers: dict[str, Any]) -> None:  # noqa: ANN001 - a
                       "kind": type(error).__name__}
         protocol_out.write(json.dumps(answer) + "\n")
         protocol_out.flush()
+
+
+def render_rung(renderer: ShotRenderer, job: ShotJob, rung: str, settings: RenderDefaults) -> ClipRecord:
+    """One shot at one rung of the quality ladder (nightshift/ladder.py): the final is the plan's spec; a draft
+    renders its cheaper spec and is finished with the draft's cheap 4K fit; either is recorded with its rung."""
+    if rung == "final":
+        record = renderer.render(job)
+        record.family, record.render_size = job.spec.family, [job.spec.width, job.spec.height]
+        return record
+    final_spec = job.spec
+    spec = rung_spec(final_spec, rung, settings)
+    upscale, encode = finish_settings(rung_render_settings(settings, rung))
+    finish = renderer.finish  # the loaded pipeline is kept; only how its clip is finished changes for the rung
+    renderer.finish = ClipFinish(upscale, encode)
+    try:
+        record = renderer.render(dataclasses.replace(job, spec=spec))
+    finally:
+        renderer.finish = finish
+    record.rung, record.stands_for, record.rung_spec = rung, spec_sha256(final_spec), spec.model_dump(mode="json")
+    record.family, record.render_size = spec.family, [spec.width, spec.height]
+    record.notes.append(f"{rung}: stands in for the final ({spec.steps} steps at {spec.width}x{spec.height} against "
+                        f"{final_spec.steps} at {final_spec.width}x{final_spec.height}); a later pass replaces it")
+    return record
 
 
 def exit_with_parent(parent: int, interval_s: float = 1.0) -> threading.Thread:

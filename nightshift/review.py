@@ -230,6 +230,8 @@ class ReviewBook:
                 self.jobs.save(job)
                 return job
         rendering = [j for j in jobs if j.state not in ("delivered", "failed")]
+        # A cut a progressive night is still climbing: the redo waits for its delivery and is made from it.
+        rendering += [j for j in self.jobs.pending() if j.cut and Path(j.cut) == folder and j not in rendering]
         manifest = read_manifest(folder)
         now = datetime.now()
         job_id = (f"{now:%Y%m%dT%H%M%S}-{hashlib.sha256(key.encode()).hexdigest()[:10]}-{secrets.token_hex(3)}")

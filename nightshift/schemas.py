@@ -23,6 +23,7 @@ NAME_MAX = 255
 ModelFamily = Literal["ltx", "ltx2", "wan", "hunyuan"]
 MemoryTier = Literal["resident", "resident_tiled", "group_offload", "model_offload", "sequential_offload"]
 QuantizationMode = Literal["none", "fp8", "int8", "nf4", "gguf"]
+Rung = Literal["animatic", "draft", "final"]  # the quality ladder, cheapest first (nightshift/ladder.py)
 FAMILY_NAMES: tuple[str, ...] = get_args(ModelFamily)
 MEMORY_TIERS: tuple[str, ...] = get_args(MemoryTier)
 QUANTIZATION_MODES: tuple[str, ...] = get_args(QuantizationMode)
@@ -345,6 +346,8 @@ class RenderSpec(_Model):
     notes: list[str] = Field(default_factory=list)
     references: list[str] = Field(default_factory=list, description="Reference images of the characters in frame.")
     loras: list[LoraSpec] = Field(default_factory=list, description="The LoRAs of the characters in frame.")
+    rung: Rung = Field("final", description="The quality ladder's rung (nightshift/ladder.py): the plan's specs are "
+                                            "final; a draft or animatic stands in for one until it renders.")
 
 
 class RenderPlan(_Model):
@@ -363,6 +366,9 @@ def slugify(text: str, fallback: str = "untitled") -> str:
     return slug or fallback
 
 
+RUNGS: tuple[Rung, ...] = ("animatic", "draft", "final")
+
+
 def spec_sha256(spec: RenderSpec) -> str:
     """What a rendered clip depends on. The transition is left out: it is how the cut joins the shot to the
     next, and every shot is encoded ready for any transition, so changing one re-cuts but never re-renders."""
@@ -370,6 +376,8 @@ def spec_sha256(spec: RenderSpec) -> str:
     unset = {i: {"from_shot"} for i, key in enumerate(spec.keyframes) if key.from_shot is None}
     exclude: dict[str, object] = {"transition": True, "keyframes": unset}
     exclude.update({name: True for name in ("references", "loras") if not getattr(spec, name)})  # likewise
+    if spec.rung == "final":
+        exclude["rung"] = True  # likewise: a plan's spec hashes as it did before the ladder
     return hashlib.sha256(spec.model_dump_json(exclude=exclude).encode()).hexdigest()
 
 
@@ -440,4 +448,11 @@ class ClipRecord(_Model):
     continues_from: ShotId | None = Field(None, description="Continuity: the shot whose last frame this clip starts on.")
     continues_frame_sha256: str | None = Field(None, description="The sha256 of that frame (keyframes/<shot>-end.png) "
                                                                  "as it was used; a new one renders this shot again.")
+    rung: Rung = Field("final", description="The quality ladder's rung this clip is at.")
+    family: ModelFamily | None = Field(None, description="The model family of the spec it rendered (the forecast's "
+                                                         "history: nightshift/forecast.py).")
+    render_size: list[int] = Field(default_factory=list, description="Width and height it rendered at, before the 4K fit.")
+    stands_for: str | None = Field(None, description="A draft or animatic: the sha256 of the final spec it stands in "
+                                                     "for (its own spec is `rung_spec`).")
+    rung_spec: dict[str, object] | None = Field(None, description="A draft or animatic: the RenderSpec it rendered.")
     notes: list[str] = Field(default_factory=list)

@@ -22,6 +22,8 @@ from nightshift.schemas import ClipRecord
 
 if TYPE_CHECKING:
     from nightshift.engine import NightEngine
+    from nightshift.forecast import Forecast
+    from nightshift.night_book import NightSummary
 
 log = logging.getLogger("nightshift.engine")
 T = TypeVar("T")
@@ -34,8 +36,8 @@ def backoff_s(attempts: int) -> float:
 
 
 def parse_clock(text: str) -> clock:
-    hours, minutes = (int(part) for part in text.split(":"))
-    return clock(hours, minutes)
+    parts = [int(part) for part in text.split(":")]
+    return clock(*parts)
 
 
 def in_window(now: datetime, start: str, end: str) -> bool:
@@ -176,3 +178,9 @@ class Steps:
 
     def machine_gone(self, host: str) -> None:
         """Another machine stopped renewing its leases past their expiry, and its work was taken over."""
+
+    def forecast(self, forecast: Forecast) -> None:
+        """What the queue will have at the window's end, made again (the window's start, after every shot)."""
+
+    def night_summary(self, summary: NightSummary) -> None:
+        """The night is over: render seconds in a cut and wasted, the forecast against what happened."""

@@ -48,6 +48,7 @@ class RendererChoice:
 
 class ShotRenderer(Protocol):
     name: str
+    finish: ClipFinish  # how its native clip becomes the delivered one (a draft rung swaps in a cheaper one)
 
     def render(self, job: ShotJob) -> ClipRecord: ...
 
@@ -161,6 +162,6 @@ def shot_job(plan_folder: Path, out_folder: Path, shot_id: str) -> ShotJob:
 
 def finish_settings(settings: RenderDefaults) -> tuple[UpscaleSettings, EncodeSettings]:
     upscale = UpscaleSettings(width=settings.output_width, height=settings.output_height, fit=settings.upscale_fit,
-                              sharpen=settings.upscale_sharpen)
+                              sharpen=settings.upscale_sharpen, scaler=settings.upscale_scaler)
     return upscale, EncodeSettings(codec=settings.codec, crf=settings.crf, preset=settings.preset,
                                      keyframe_interval_s=settings.keyframe_interval_s)

@@ -116,7 +116,8 @@ reconnect_s = 60
 {MAPPING}
 [night]
 stable_s = 0
-""")
+strategy = "in_order"
+""")  # in order: these tests count one prompt per shot (the progressive night: tests/test_progressive_night.py)
     for name in scripts:
         shutil.copyfile(CORPUS / name, root / "inbox" / name)
     return root

@@ -4,9 +4,10 @@ project import inside a function. Layers, lowest first (a module may import its 
   0 ground     nightshift.{errors, files, schemas, config, families, faults, templating, plan_files, edits, machine}
   1 stages     nightshift.agents.*, nightshift.renderers.*  (neither imports the other)
   2 records    nightshift.{planning_job, records, provenance, signing, credentials, seal, verify, reproduce,
-               delivery}
+               delivery, ladder}
   3 engine     nightshift.{engine, intake, steps, jobs, inbox, leases, queue, render_worker, render_child, gpu_lock,
-               plan_render, review, versions, dailies, doctor, job_delivery, shot_loop}
+               plan_render, review, versions, dailies, doctor, job_delivery, shot_loop, cuts, forecast, night_book,
+               passes}
   4 flows      nightshift.flows.*
   5 commands   nightshift.{cli, cli_night, cli_queue, cli_provenance, cli_progress, cli_review, review_app, project}
 """
@@ -24,10 +25,11 @@ LAYERS = {
         "nightshift.families", "nightshift.faults", "nightshift.templating", "nightshift.plan_files",
         "nightshift.edits", "nightshift.templates", "nightshift.machine"},
     2: {"nightshift.planning_job", "nightshift.records", "nightshift.provenance", "nightshift.signing", "nightshift.credentials", "nightshift.seal",
-        "nightshift.verify", "nightshift.reproduce", "nightshift.delivery"},
+        "nightshift.verify", "nightshift.reproduce", "nightshift.delivery", "nightshift.ladder"},
     3: {"nightshift.engine", "nightshift.intake", "nightshift.steps", "nightshift.jobs", "nightshift.inbox", "nightshift.leases", "nightshift.queue",
         "nightshift.render_worker", "nightshift.render_child", "nightshift.gpu_lock", "nightshift.plan_render",
-        "nightshift.review", "nightshift.versions", "nightshift.dailies", "nightshift.doctor", "nightshift.job_delivery", "nightshift.shot_loop"},
+        "nightshift.review", "nightshift.versions", "nightshift.dailies", "nightshift.doctor", "nightshift.job_delivery", "nightshift.shot_loop",
+        "nightshift.cuts", "nightshift.forecast", "nightshift.night_book", "nightshift.passes"},
     5: {"nightshift.cli", "nightshift.cli_night", "nightshift.cli_queue", "nightshift.cli_provenance",
         "nightshift.cli_progress", "nightshift.cli_review", "nightshift.review_app", "nightshift.project"},
 }

@@ -2,8 +2,9 @@
 Prefect server) at seeded points across claim, plan, queue, render, upscale, encode and deliver; start
 it again; check that every script is delivered exactly once and nothing is lost or doubled.
 
-Default: 14 points, two at each stage (three at a time, about two minutes). `pytest tests/faults --soak`: 500 points
-drawn at random.
+Default: 14 points, one at each stage in each of two nights (three at a time, about two minutes): the one-rung
+night, and the progressive night (a draft and a final of every shot, the cut made after the drafts and again
+after each final). `pytest tests/faults --soak`: 250 points drawn at random in each.
 The points are (stage, n): the n-th time the night reaches the stage (nightshift/faults.py, counted
 across serve and its render children), serve is killed (a kill in a render child takes serve down
 with it, as a power cut would); n drawn from how often a clean run reaches it. Clips are small
@@ -45,18 +46,29 @@ output_height = 36
 [night]
 stable_s = 0
 """
+# The progressive night (issue 21): the animatic gets a draft rung, every shot is rendered twice (draft, then
+# final), and the job's cut is made after its drafts and again after every final.
+PROGRESSIVE = """
+[render.draft]
+animatic = true
+[night]
+stable_s = 0
+cut_every_s = 0
+"""
+MODES = {"one rung": PROJECT_TOML, "progressive": PROJECT_TOML.replace('[night]\nstable_s = 0\n', '') + PROGRESSIVE}
 
 
-def _project(root: Path) -> Path:
+def _project(root: Path, toml: str = PROJECT_TOML) -> Path:
     root.mkdir(parents=True)
-    (root / "nightshift.toml").write_text(PROJECT_TOML)
+    (root / "nightshift.toml").write_text(toml)
     (root / "inbox").mkdir()
     for name in SCRIPTS:
         shutil.copyfile(REPO / "examples" / "corpus" / name, root / "inbox" / name)
     return root
 
 
-SHOT_LINE = re.compile(r"(?:^|- )(?P<title>[^|\n]+?): (?P<shot>s\d{2,}-sh\d{2,}) (?P<kind>rendering|done)\b")
+SHOT_LINE = re.compile(r"(?:^|- )(?P<title>[^|\n]+?): (?P<shot>s\d{2,}-sh\d{2,})(?: (?P<rung>draft|final))? "
+                       r"(?P<kind>rendering|done)\b")
 
 
 def serve_command() -> list[str]:
@@ -108,7 +120,8 @@ def check_night(project: Path) -> list[str]:
         found = SHOT_LINE.search(line)
         if not found:
             continue
-        kind, job, shot = "start" if found["kind"] == "rendering" else "end", found["title"].replace(" ", "_"), found["shot"]
+        kind, job = "start" if found["kind"] == "rendering" else "end", found["title"].replace(" ", "_")
+        shot = f"{found['shot']}{'@' + found['rung'] if found['rung'] else ''}"  # each rung renders once
         if kind == "start" and starts[f"{job} {shot}"] and f"{job} {shot}" in ended:
             broken.append(f"{shot} of {job} rendered again after it had finished")
         (starts.update([f"{job} {shot}"]) if kind == "start" else ended.add(f"{job} {shot}"))
@@ -120,9 +133,9 @@ def check_night(project: Path) -> list[str]:
     return broken
 
 
-def _points(tmp_path: Path, count: int, api: str) -> list[tuple[str, int]]:
+def _points(tmp_path: Path, count: int, api: str, toml: str = PROJECT_TOML) -> list[tuple[str, int]]:
     """Seeded (stage, n) points within how often a clean run reaches each stage."""
-    project = _project(tmp_path / "count")
+    project = _project(tmp_path / "count", toml)
     tally = project / "reached.txt"
     done = drive(project, api, f"count:{tally}")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -135,8 +148,9 @@ def _points(tmp_path: Path, count: int, api: str) -> list[tuple[str, int]]:
     return [(stage, rng.randint(1, reached[stage])) for stage in (rng.choice(STAGES) for _ in range(count))]
 
 
-def _kill_and_recover(tmp_path: Path, api: str, index: int, stage: str, n: int) -> tuple[str, int, bool, list[str]]:
-    project = _project(tmp_path / f"point-{index:03d}-{stage}-{n}")
+def _kill_and_recover(tmp_path: Path, api: str, index: int, stage: str, n: int,
+                      toml: str = PROJECT_TOML) -> tuple[str, int, bool, list[str]]:
+    project = _project(tmp_path / f"point-{index:03d}-{stage}-{n}", toml)
     first = drive(project, api, f"{stage}:{n}")
     killed = first.returncode == -9
     if not killed and first.returncode != 0:
@@ -153,12 +167,14 @@ def _kill_and_recover(tmp_path: Path, api: str, index: int, stage: str, n: int) 
 
 
 @pytest.mark.timeout(10800)  # the soak runs 1.5-2 hours through `nightshift serve`; each run has its own 300 s limit
+@pytest.mark.parametrize("mode", MODES)
 def test_killed_anywhere_the_night_still_completes_once(tmp_path: Path, request: pytest.FixtureRequest,
-                                                        prefect_api: str) -> None:
-    count = 500 if request.config.getoption("--soak") else 2 * len(STAGES)
-    points = _points(tmp_path, count, prefect_api)
+                                                        prefect_api: str, mode: str) -> None:
+    count = 250 if request.config.getoption("--soak") else len(STAGES)  # each mode: one point per stage
+    toml = MODES[mode]
+    points = _points(tmp_path, count, prefect_api, toml)
     with ThreadPoolExecutor(max_workers=3) as pool:
-        results = list(pool.map(lambda item: _kill_and_recover(tmp_path, prefect_api, item[0], *item[1]),
+        results = list(pool.map(lambda item: _kill_and_recover(tmp_path, prefect_api, item[0], *item[1], toml),
                                 enumerate(points)))
     per_stage = {stage: [r for r in results if r[0] == stage] for stage in STAGES}
     summary = ", ".join(f"{s} {sum(r[2] for r in rs)}/{len(rs)}" for s, rs in per_stage.items())

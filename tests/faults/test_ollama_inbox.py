@@ -12,6 +12,8 @@ import json
 import time
 from pathlib import Path
 
+import pytest
+
 from nightshift.delivery import read_manifest
 from tests.faults.test_kill_points import drive
 from tests.ollama_double import OllamaDouble, default_answer
@@ -59,6 +61,7 @@ def _delivered(project: Path) -> dict[str, dict]:
             for p in project.glob("output/*/*/manifest.json")}
 
 
+@pytest.mark.slow  # about a minute; .ci/run runs it after the default suite (pytest -m slow FILE)
 def test_misbehaving_ollama_through_the_inbox(tmp_path: Path, prefect_api: str) -> None:
     project = tmp_path / "project"
     inbox = project / "inbox"

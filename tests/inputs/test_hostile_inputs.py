@@ -56,6 +56,7 @@ def _snapshot(folder: Path, skip: Path) -> dict[str, tuple[int, int]]:
             if p.is_file() and skip not in p.parents}
 
 
+@pytest.mark.slow  # about a minute; .ci/run runs it after the default suite (pytest -m slow FILE)
 def test_hostile_inbox_ends_in_plans_or_reports(tmp_path: Path, prefect_api: str) -> None:
     project, outside = tmp_path / "project", tmp_path / "outside"
     (project / "inbox").mkdir(parents=True)
