@@ -49,6 +49,7 @@ class ShotView:
     frames: int
     fps: float
     take: int
+    rung: str  # the quality ladder's rung this clip is at (a draft stands in for its final)
     video: str  # path inside the delivery
     review: ShotReview
     new_in_version: bool  # rendered for this version (not carried from the parent)
@@ -170,7 +171,7 @@ class Dailies:
                 user_prompt=shot.prompt, prompt=spec.prompt, seed=spec.seed,
                 model=clip.model_id or "animatic (no model)", quantization=clip.quantization, tier=clip.tier,
                 device=clip.device, backend=clip.backend, animatic=clip.animatic, render_s=clip.seconds,
-                frames=clip.frames, fps=clip.fps, take=shot.take, video=clip.file,
+                frames=clip.frames, fps=clip.fps, take=shot.take, rung=clip.rung, video=clip.file,
                 review=states.get(spec.shot_id, ShotReview("")),
                 new_in_version=manifest.parent is not None and spec.shot_id not in manifest.carried_shots,
                 continues=continues_from(spec),

@@ -26,6 +26,7 @@ from nightshift.doctor import DoctorReport, comfyui_checks
 from nightshift.engine import NightEngine
 from nightshift.inbox import claim
 from nightshift.plan_render import render_plan_folder
+from nightshift.plan_files import load_plan_folder
 from nightshift.records import load_records
 from nightshift.reproduce import reproduce_shot
 from nightshift.renderers.comfyui import ComfyUIClient, ComfyUIError
@@ -141,6 +142,26 @@ def test_shipped_workflows_use_only_nodes_the_recorded_comfyui_has() -> None:
     for family, needs in (("ltx2", "LTX-2 nodes"), ("hunyuan", "HunyuanVideo 1.5 nodes")):
         with pytest.raises(WorkflowError, match=needs):
             shipped_workflow(family)
+
+
+def test_a_progressive_night_on_comfyui_sends_each_shot_as_a_draft_then_its_final(tmp_path: Path,
+                                                                                comfyui: ComfyUIServer) -> None:
+    comfyui.start()
+    studio = _studio(tmp_path / "studio", comfyui.url)
+    toml = studio / "nightshift.toml"
+    toml.write_text(toml.read_text().replace('strategy = "in_order"\n', ""))  # the default: progressive
+    [outcome] = _night(studio)
+    assert outcome.status == "delivered", outcome.message
+    delivery = Path(outcome.delivery)
+    assert verify_delivery(delivery).ok, verify_delivery(delivery).problems
+    records = load_records(delivery)
+    assert len(comfyui.executed()) == 2 * len(records)  # a draft and a final prompt per shot, none twice
+    assert {r.rung for r in records.values()} == {"final"} and read_manifest(delivery).rungs == {"final": 3}
+    specs = {spec.shot_id: spec for spec in load_plan_folder(delivery)[1].specs}
+    for record in records.values():  # the final's graph has the plan's size (the draft's was half of it)
+        spec = specs[record.shot_id]
+        assert record.comfyui["graph"]["frame"]["inputs"]["width"] == spec.width
+        assert record.render_size == [spec.width, spec.height]
 
 
 def test_a_night_on_comfyui_with_a_user_workflow_is_delivered_and_verifies(tmp_path: Path,

@@ -28,6 +28,7 @@ def _namespaces_work(tmp: Path) -> str:
     return "" if probe.returncode == 0 else f"cannot mount a tmpfs in a user namespace: {probe.stderr.strip()}"
 
 
+@pytest.mark.slow  # about 75 s for the three; .ci/run runs them after the default suite (pytest -m slow FILE)
 @pytest.mark.parametrize("scenario", ["plan", "render", "deliver"])
 def test_a_full_disk_pauses_the_night_and_loses_nothing(scenario: str, tmp_path: Path) -> None:
     mount = tmp_path / "disk"

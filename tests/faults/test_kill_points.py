@@ -3,8 +3,8 @@ Prefect server) at seeded points across claim, plan, queue, render, upscale, enc
 it again; check that every script is delivered exactly once and nothing is lost or doubled.
 
 Default: 14 points, one at each stage in each of two nights (three at a time, about two minutes): the one-rung
-night, and the progressive night (a draft and a final of every shot, the cut made after the drafts and again
-after each final). `pytest tests/faults --soak`: 250 points drawn at random in each.
+night, and the progressive night (a draft and a final of every shot, the cut made after the drafts and
+swapped in place by the delivery). `pytest tests/faults --soak`: 250 points drawn at random in each.
 The points are (stage, n): the n-th time the night reaches the stage (nightshift/faults.py, counted
 across serve and its render children), serve is killed (a kill in a render child takes serve down
 with it, as a power cut would); n drawn from how often a clean run reaches it. Clips are small
@@ -47,13 +47,12 @@ output_height = 36
 stable_s = 0
 """
 # The progressive night (issue 21): the animatic gets a draft rung, every shot is rendered twice (draft, then
-# final), and the job's cut is made after its drafts and again after every final.
+# final), and the job's cut is made after its drafts and swapped in place by its delivery.
 PROGRESSIVE = """
 [render.draft]
 animatic = true
 [night]
 stable_s = 0
-cut_every_s = 0
 """
 MODES = {"one rung": PROJECT_TOML, "progressive": PROJECT_TOML.replace('[night]\nstable_s = 0\n', '') + PROGRESSIVE}
 
@@ -167,18 +166,23 @@ def _kill_and_recover(tmp_path: Path, api: str, index: int, stage: str, n: int,
 
 
 @pytest.mark.timeout(10800)  # the soak runs 1.5-2 hours through `nightshift serve`; each run has its own 300 s limit
-@pytest.mark.parametrize("mode", MODES)
 def test_killed_anywhere_the_night_still_completes_once(tmp_path: Path, request: pytest.FixtureRequest,
-                                                        prefect_api: str, mode: str) -> None:
-    count = 250 if request.config.getoption("--soak") else len(STAGES)  # each mode: one point per stage
-    toml = MODES[mode]
-    points = _points(tmp_path, count, prefect_api, toml)
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        results = list(pool.map(lambda item: _kill_and_recover(tmp_path, prefect_api, item[0], *item[1], toml),
-                                enumerate(points)))
-    per_stage = {stage: [r for r in results if r[0] == stage] for stage in STAGES}
-    summary = ", ".join(f"{s} {sum(r[2] for r in rs)}/{len(rs)}" for s, rs in per_stage.items())
-    print(f"\nfault points (killed/drawn) seed {SEED}: {summary}")
-    failures = [f"{stage}:{n}: {'; '.join(broken)}" for stage, n, _, broken in results if broken]
+                                                        prefect_api: str) -> None:
+    count = 250 if request.config.getoption("--soak") else len(STAGES)  # each night: one point per stage
+    with ThreadPoolExecutor(max_workers=3) as pool:  # both nights' points share one pool of three
+        drawn = dict(zip(MODES, pool.map(lambda mode: _points(tmp_path / mode.replace(" ", "-"), count, prefect_api,
+                                                                MODES[mode]), MODES)))
+        work = [(mode, point) for mode, points in drawn.items() for point in points]
+        def point(index: int, mode: str, stage: str, n: int) -> tuple[str, tuple[str, int, bool, list[str]]]:
+            return mode, _kill_and_recover(tmp_path / mode.replace(" ", "-"), prefect_api, index, stage, n,
+                                           MODES[mode])
+
+        results = list(pool.map(lambda item: point(item[0], item[1][0], *item[1][1]), enumerate(work)))
+    for mode in MODES:
+        mine = [r for m, r in results if m == mode]
+        per_stage = {stage: [r for r in mine if r[0] == stage] for stage in STAGES}
+        summary = ", ".join(f"{s} {sum(r[2] for r in rs)}/{len(rs)}" for s, rs in per_stage.items())
+        print(f"\nfault points (killed/drawn), {mode} night, seed {SEED}: {summary}")
+    failures = [f"{mode} {stage}:{n}: {'; '.join(broken)}" for mode, (stage, n, _, broken) in results if broken]
     assert not failures, "\n".join(failures)
-    assert sum(r[2] for r in results) >= len(points) * 0.9, "most points must really kill the process"
+    assert sum(r[2] for _, r in results) >= len(work) * 0.9, "most points must really kill the process"

@@ -21,6 +21,7 @@ from tests.prefect_server import free_port, start_prefect_server
 from tests.test_orchestration import _deliveries, _engine, _rendered_clips, _wait
 
 
+@pytest.mark.slow  # about 40 s; .ci/run runs it after the default suite (pytest -m slow FILE)
 def test_out_of_memory_at_every_tier_fails_that_script_and_the_night_goes_on(
         prefect_server: None, project: Settings, corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """CUDA out of memory at every tier (a failpoint in the first job's render child raises torch's OOM error at
@@ -62,6 +63,7 @@ def test_out_of_memory_at_every_tier_fails_that_script_and_the_night_goes_on(
     # A render child per pass: the first job's drafts (out of memory), the second's drafts, then its finals.
     assert (inbox / "done" / "night_train.md").is_file() and len(children) == 3
 
+@pytest.mark.slow  # about 40 s; .ci/run runs it after the default suite (pytest -m slow FILE)
 def test_prefect_server_killed_alone_mid_night(project: Settings, corpus: Path, tmp_path: Path) -> None:
     """The Prefect server (a separate `prefect server start`) is SIGKILLed mid-render and restarted on the same
     database while `nightshift serve` keeps running: serve never exits, the night finishes once the server is
