@@ -265,6 +265,7 @@ def test_two_scripts_never_render_on_one_gpu_at_once(prefect_server: None, proje
         assert start >= end, "two shots rendered at the same time on one device"
 
 
+@pytest.mark.slow  # about 35 s; .ci/run runs it after the default suite (the kill-point suite covers serve killed)
 def test_killed_mid_night_resumes_without_rerendering(project: Settings, corpus: Path, tmp_path: Path) -> None:
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "DO_NOT_TRACK": "1",
            "NIGHTSHIFT_RENDER__RENDERER": "animatic"}
