@@ -33,7 +33,7 @@ from nightshift.schemas import RenderPlan, slugify
 from nightshift.seal import seal_delivery
 from nightshift.signing import MANIFEST_JWS
 from nightshift.steps import JobOutcome
-from nightshift.versions import version_lineage, version_slug
+from nightshift.versions import link_or_copy, version_lineage, version_slug
 
 if TYPE_CHECKING:
     from nightshift.engine import NightEngine
@@ -214,9 +214,4 @@ def _link_tree(work: Path, staging: Path, slug: str) -> None:
             continue
         if relative.as_posix() in CUT_FILES or (len(relative.parts) == 1 and path.stem == slug):
             continue
-        target = staging / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(path, target)
-        except OSError:  # another file system, or one without hard links
-            shutil.copy2(path, target)
+        link_or_copy(path, staging / relative)

@@ -68,7 +68,7 @@ def _is_timeline_or_cut(relative: str, slug: str) -> bool:
     return "/" not in relative and stem == slug and suffix in ("mp4", "otio", "edl", "xml")
 
 
-def _link_or_copy(source: Path, target: Path) -> None:
+def link_or_copy(source: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.link(source, target)
@@ -102,7 +102,7 @@ def prepare_version(job: Job, parent: Path, uploads: Path, settings: Settings) -
                     raise NightshiftError(f"{parent}: {relative} is not the file its manifest records",
                                           f"run nightshift verify {parent}; a version is only made from a delivery "
                                           "that verifies")
-                _link_or_copy(source, staging / relative)
+                link_or_copy(source, staging / relative)
             else:
                 (staging / relative).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(source, staging / relative)
