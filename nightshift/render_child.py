@@ -19,6 +19,7 @@ from typing import Any
 
 from nightshift.config import RenderDefaults
 from nightshift.ladder import rung_render_settings, rung_spec
+from nightshift.render_worker import READY
 from nightshift.renderers.diffusers_shot import make_renderer
 from nightshift.renderers.shots import ClipFinish, RendererChoice, ShotJob, ShotRenderer, finish_settings, shot_job
 from nightshift.schemas import ClipRecord, spec_sha256
@@ -106,6 +107,8 @@ def main() -> None:
         os._exit(1)
 
     signal.signal(signal.SIGTERM, terminated)
+    protocol_out.write(READY + "\n")  # imports done: the parent's shot timeout starts with the first request
+    protocol_out.flush()
     try:
         _serve(protocol_out, renderers)
     finally:

@@ -22,6 +22,8 @@ from nightshift.schemas import ClipRecord
 
 
 TERM_GRACE_S = 2.0
+START_LIMIT_S = 300.0  # importing torch and the model code on a busy machine; not part of any shot's timeout
+READY = "ready"
 
 
 class RenderWorker:
@@ -32,7 +34,9 @@ class RenderWorker:
         self.process: subprocess.Popen[str] | None = None
         self.stopped = False  # killed by a stop request: no new child is started
 
-    def _start(self) -> subprocess.Popen[str]:
+    def _start(self, shot_id: str) -> subprocess.Popen[str]:
+        """The running child, or a new one once it says it is ready: a shot's timeout counts from when the child
+        takes the shot, so a slow interpreter start on a loaded machine never eats into it."""
         if self.stopped:
             raise ShotFailed("stopped before the shot started")
         if self.process is None or self.process.poll() is not None:
@@ -41,10 +45,32 @@ class RenderWorker:
                 text=True, env={**(self.env or os.environ), "NIGHTSHIFT_WORKER_PARENT": str(os.getpid())},
                 start_new_session=True,  # its own process group, killed as one
             )
+            line = self._answer(self.process, START_LIMIT_S)
+            if line is None:
+                self.kill()
+                raise ShotFailed(f"{shot_id}: the render process did not start within {START_LIMIT_S:g} s",
+                                 "the machine may be overloaded; `nightshift doctor` checks the Python setup")
+            if line.strip() != READY:
+                code = self.process.wait()
+                self.process = None
+                if self.stopped:
+                    raise ShotFailed("stopped before the shot started")
+                raise ShotFailed(f"{shot_id}: the render process exited (status {code}) as it started",
+                                 "its error is in the log above; `nightshift doctor` checks the Python setup")
         return self.process
 
+    @staticmethod
+    def _answer(process: subprocess.Popen[str], timeout_s: float) -> str | None:
+        """The child's next line ("" when it has exited), or None when none came within timeout_s."""
+        assert process.stdout is not None
+        with selectors.DefaultSelector() as selector:
+            selector.register(process.stdout, selectors.EVENT_READ)
+            if not selector.select(timeout_s):
+                return None
+        return process.stdout.readline()
+
     def render(self, request: dict[str, Any], timeout_s: float) -> ClipRecord:
-        process = self._start()
+        process = self._start(request["shot_id"])
         assert process.stdin is not None and process.stdout is not None
         try:
             process.stdin.write(json.dumps(request) + "\n")
@@ -52,13 +78,11 @@ class RenderWorker:
         except BrokenPipeError:
             self.kill()
             raise ShotFailed(f"{request['shot_id']}: the render process died before the shot started") from None
-        with selectors.DefaultSelector() as selector:
-            selector.register(process.stdout, selectors.EVENT_READ)
-            if not selector.select(timeout_s):
-                self.kill()
-                raise ShotFailed(f"{request['shot_id']}: no result after {timeout_s:g} s; the render process was killed",
-                                 "raise night.shot_timeout_s if shots this long are expected")
-        line = process.stdout.readline()
+        line = self._answer(process, timeout_s)
+        if line is None:
+            self.kill()
+            raise ShotFailed(f"{request['shot_id']}: no result after {timeout_s:g} s; the render process was killed",
+                             "raise night.shot_timeout_s if shots this long are expected")
         if not line and self.stopped:
             raise ShotFailed(f"{request['shot_id']}: stopped mid-shot; it renders again on the next start")
         if not line:

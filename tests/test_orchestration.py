@@ -85,13 +85,14 @@ def test_render_child_dies_with_its_parent() -> None:
     """A parent killed outright (SIGKILL, an escalated cancel) takes its render child along within seconds."""
     parent = subprocess.Popen([sys.executable, "-c", (
         "import subprocess, sys, time\n"
-        "child = subprocess.Popen([sys.executable, '-c', 'import os, time; from nightshift.render_worker import "
-        "exit_with_parent; exit_with_parent(os.getppid(), 0.2); time.sleep(120)'], start_new_session=True)\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import os, time; from nightshift.render_child import "
+        "exit_with_parent; exit_with_parent(os.getppid(), 0.2); print(\"watching\", flush=True); time.sleep(120)'], "
+        "start_new_session=True)\n"
         "print(child.pid, flush=True)\n"
         "time.sleep(120)\n")], stdout=subprocess.PIPE, text=True)
-    child = int(parent.stdout.readline())
-    time.sleep(1.0)  # the child is up and watching
-    os.kill(child, 0)
+    said = [parent.stdout.readline().strip(), parent.stdout.readline().strip()]  # its pid, and the child's word
+    assert "watching" in said, said  # the child is up (not an import error's zombie) and watching its parent
+    child = int(next(word for word in said if word != "watching"))
     parent.kill()
     parent.wait()
 

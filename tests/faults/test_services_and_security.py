@@ -53,8 +53,8 @@ def test_hung_render_is_killed_retried_then_reported(tmp_path: Path) -> None:
     seen: list[int] = []
     original = worker._start
 
-    def start():  # noqa: ANN202 - remember every child started, to check each one was killed
-        process = original()
+    def start(shot_id: str):  # noqa: ANN202 - remember every child started, to check each one was killed
+        process = original(shot_id)
         if not seen or seen[-1] != process.pid:
             seen.append(process.pid)
         return process
