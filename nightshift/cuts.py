@@ -20,20 +20,20 @@ from typing import TYPE_CHECKING
 
 from nightshift.delivery import delivery_folder, read_manifest
 from nightshift.errors import NightWaits, NightshiftError
-from nightshift.files import exchange, is_partial, sha256_file
+from nightshift.files import exchange, is_partial
 from nightshift.job_delivery import describe_self
 from nightshift.jobs import Job
 from nightshift.ladder import level_of
 from nightshift.leases import Owner, lease_key
 from nightshift.shot_loop import shot_key
 from nightshift.plan_files import load_plan_folder
-from nightshift.provenance import MANIFEST_JSON, Lineage, ParentVersion
+from nightshift.provenance import MANIFEST_JSON, Lineage
 from nightshift.records import load_records, shot_rungs
 from nightshift.schemas import RenderPlan, slugify
 from nightshift.seal import seal_delivery
 from nightshift.signing import MANIFEST_JWS
 from nightshift.steps import JobOutcome
-from nightshift.versions import link_or_copy, version_lineage, version_slug
+from nightshift.versions import lineage_after, link_or_copy, version_lineage, version_slug
 
 if TYPE_CHECKING:
     from nightshift.engine import NightEngine
@@ -59,9 +59,10 @@ class CutPublisher:
         if (target / MANIFEST_JSON).is_file() and read_manifest(target).job_id == job.id:
             manifest = read_manifest(target)
             job.cut, job.cut_shots = str(target), {c.shot_id: c.sha256 for c in manifest.clips}
-            job.cut_night = job.cut_night if job.cut and job.cut_night else self.engine.night.night_id()
+            # Its own night, not tonight's: a restart on a later night must make a new version, not touch it.
+            job.cut_night = job.publishing_night or self.engine.night.night_id()
             job.log(f"cut at {target} recorded after a restart")
-        job.publishing_to = None
+        job.publishing_to = job.publishing_night = None
         self.engine.store.save(job)
 
     def stale(self, job: Job) -> bool:
@@ -156,7 +157,7 @@ class CutPublisher:
                                      script_sha256=job.script_sha256, job_id=job.id, renderer=job.renderer or "",
                                      night_started=job.night_started, history=job.history, lineage=lineage,
                                      report=engine.finishing(job, work, plan))
-            job.publishing_to = str(target)
+            job.publishing_to, job.publishing_night = str(target), night
             engine.store.save(job)
             if target.exists():
                 exchange(staging, target)
@@ -164,7 +165,8 @@ class CutPublisher:
                 os.rename(staging, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)  # the old cut, after a swap; a failed one, else
-        job.cut, job.cut_night, job.publishing_to, job.cut_made = str(target), night, None, time.time()
+        job.cut, job.cut_night, job.cut_made = str(target), night, time.time()
+        job.publishing_to = job.publishing_night = None
         job.cut_shots = {clip.shot_id: clip.sha256 for clip in manifest.clips}
         counts = ", ".join(f"{n} {rung}" for rung, n in manifest.rungs.items())
         job.log(f"{'delivered' if final else 'cut'} at {target}: {counts}")
@@ -188,18 +190,8 @@ class CutPublisher:
 
     def _lineage(self, job: Job) -> Lineage | None:
         engine = self.engine
-        if job.cut_parent:
-            parent = Path(job.cut_parent)
-            manifest = read_manifest(parent)
-            records = load_records(Path(job.work_folder))
-            carried = [c.shot_id for c in manifest.clips
-                       if c.shot_id in records and records[c.shot_id].sha256 == c.sha256]
-            return Lineage(version=manifest.version + 1,
-                           parent=ParentVersion(path=parent.relative_to(engine.output.resolve()).as_posix(),
-                                                version=manifest.version,
-                                                manifest_sha256=sha256_file(parent / MANIFEST_JSON),
-                                                provenance_sha256=manifest.provenance_sha256),
-                           carried_shots=carried)
+        if job.cut_parent:  # a later night's upgrade of a cut
+            return lineage_after(Path(job.cut_parent), Path(job.work_folder), engine.output)
         if job.redo is not None:
             return version_lineage(job, engine.store, engine.output, engine.settings)
         return None

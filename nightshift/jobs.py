@@ -66,6 +66,7 @@ class Job(BaseModel):
     cut_shots: dict[str, str] = Field(default_factory=dict, description="Shot -> the clip's sha256 in that cut.")
     cut_made: float | None = Field(None, description="When that cut was made (Unix time).")
     publishing_to: str | None = Field(None, description="Set just before a cut is swapped into place (recovery).")
+    publishing_night: str | None = Field(None, description="The night that cut belongs to, set with publishing_to.")
 
     @property
     def label(self) -> str:

@@ -178,17 +178,22 @@ def version_lineage(job: Job, jobs: JobStore, output: Path, settings: Settings) 
     asked = [Mark.model_validate(m) for m in job.redo.marks]
     taken = {m.id for m in asked}
     others = [m for m in ReviewBook(settings).marks(job.redo.parent) if m.action != "redo" and m.id not in taken]
-    marks = sorted(asked + others, key=lambda m: m.when)
+    return lineage_after(parent, Path(job.work_folder), output, sorted(asked + others, key=lambda m: m.when))
+
+
+def lineage_after(parent: Path, work_folder: Path, output: Path, review: list[Mark] | None = None) -> Lineage:
+    """A version made from `parent` (a review's redo, or a later night's upgrade of a cut): the parent with its
+    manifest's hash, and the shots carried: still the parent's clip, byte for byte (a shot continuing a redone
+    one renders again too)."""
     manifest = read_manifest(parent)
-    # Carried: what is still the parent's clip, byte for byte (a shot continuing a redone one renders again too).
-    records = load_records(Path(job.work_folder))
+    records = load_records(work_folder)
     carried = [shot.clip.shot_id for shot in manifest.shots
                if shot.clip.shot_id in records and records[shot.clip.shot_id].sha256 == shot.clip.sha256]
     return Lineage(version=manifest.version + 1,
                    parent=ParentVersion(path=parent.relative_to(output.resolve()).as_posix(), version=manifest.version,
                                         manifest_sha256=sha256_file(parent / MANIFEST_JSON),
                                         provenance_sha256=manifest.provenance_sha256),
-                   review=marks, carried_shots=carried)
+                   review=review or [], carried_shots=carried)
 
 
 def version_slug(title: str, version: int) -> str:

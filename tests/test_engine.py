@@ -218,11 +218,12 @@ def test_ctrl_c_and_sigterm_stop_serve_the_same_way() -> None:
 
 
 # Ctrl-C and SIGTERM reach one handler (cli_night.stop_on_signals, checked above), so each stage is stopped by one
-# of them and the render stage, where a child process must die too, by both.
+# of them and the render stage, where a child process must die too, by both (SIGTERM there is marked slow, about
+# 25 s: .ci/run runs it after the default suite, to keep that within 15 minutes).
 @pytest.mark.parametrize(("stage", "fault", "wait_for", "how"), [
     ("planning", "plan-hang:1", "Flow run 'paper_boat.txt'", signal.SIGINT),
     ("rendering", "render-hang:2", "s01-sh02 rendering", signal.SIGINT),
-    ("rendering", "render-hang:2", "s01-sh02 rendering", signal.SIGTERM),
+    pytest.param("rendering", "render-hang:2", "s01-sh02 rendering", signal.SIGTERM, marks=pytest.mark.slow),
     ("waiting", None, "serving", signal.SIGTERM),
 ])
 def test_stop_within_ten_seconds_at_any_stage_and_lose_nothing(tmp_path: Path, prefect_api: str, stage: str,
@@ -295,6 +296,7 @@ def test_two_overnight_runs_at_once_deliver_each_job_once_and_end_completed(pref
     assert flow_names == {f"night of {time.strftime('%Y-%m-%d')} on {machine_name()}"}
 
 
+@pytest.mark.slow  # about 26 s (eleven deliveries); .ci/run runs it after the default suite (pytest -m slow FILE)
 def test_a_large_drop_does_not_hold_back_what_is_queued(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """10 scripts land at once behind a job already queued: the queued job is delivered while most of the drop
     still waits to be planned (intake runs a few seconds at a time, between jobs; here 0.2 s), then all of it is."""

@@ -267,6 +267,15 @@ def test_priorities_and_review_marks_order_the_finals_not_the_drafts(tmp_path: P
     assert redo.redo.after_job == boat.id and Path(redo.redo.from_folder) == Path(jobs[boat.id].delivery)
     assert verify_delivery(Path(redo.delivery)).ok and read_manifest(Path(redo.delivery)).version == 2
 
+    # Killed between swapping a cut into place and saving the job, restarted on a later night: the cut in place
+    # keeps its own night, so that night's upgrade makes a new version beside it instead of replacing it.
+    train = jobs[train.id].model_copy(update={"cut": None, "cut_night": None, "publishing_to": jobs[train.id].delivery,
+                                              "publishing_night": "2026-11-30"})
+    engine.cuts.adopt_interrupted(train)
+    train = engine.store.load(train.id)
+    assert (train.cut, train.cut_night, train.publishing_to) == (jobs[train.id].delivery, "2026-11-30", None)
+    assert engine.cuts.stale(train)  # tonight is another night: the next cut is a new version
+
 
 def _specs(engine: NightEngine, job_id: str) -> list:
     job = engine.store.load(job_id)

@@ -286,6 +286,7 @@ def _plan(corpus: Path, tmp_path: Path, model: Path, family: str, monkeypatch: p
     return out
 
 
+@pytest.mark.slow  # about 45 s (every shot at 4K with sound); .ci/run runs it after the default suite (pytest -m slow FILE)
 def test_render_cli_with_diffusers_makes_4k_clips_with_audio(corpus: Path, tmp_path: Path, tiny: dict[str, Path],
                                                               monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     plan = _plan(corpus, tmp_path, tiny["ltx2"], "ltx2", monkeypatch)
