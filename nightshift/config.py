@@ -198,7 +198,8 @@ CLOCK = r"^([01]\d|2[0-3]):[0-5]\d(:[0-5]\d)?$"  # 00:00 .. 23:59 (seconds optio
 class NightSettings(_Section):
     window_start: str = Field("01:00", pattern=CLOCK, description="Local time the render window opens (HH:MM, 00:00-23:59).")
     window_end: str = Field("07:00", pattern=CLOCK, description="Local time it closes; unfinished work waits for the next night.")
-    shot_timeout_s: float = Field(3600.0, gt=0, description="A shot rendering longer is killed and retried.")
+    shot_timeout_s: float = Field(3600.0, gt=0, description="A shot rendering longer is killed and retried (counted "
+                                  "from when the render process takes it: the process's start-up is not counted).")
     shot_retries: int = Field(1, ge=0, le=5, description="Retries of a failed or timed-out shot before it is reported.")
     stable_s: float = Field(10.0, ge=0, le=3600, description="A dropped file is taken once its size and time have "
                             "not changed for this long (and no process has it open for writing).")

@@ -28,6 +28,7 @@ import pytest
 from nightshift.config import load_settings
 from nightshift.delivery import read_manifest
 from nightshift.engine import NightEngine
+from nightshift.inbox import claim
 from nightshift.jobs import JobStore
 from nightshift.leases import LeaseBook
 from nightshift.plan_files import load_plan_folder
@@ -280,3 +281,46 @@ def test_priorities_and_review_marks_order_the_finals_not_the_drafts(tmp_path: P
 def _specs(engine: NightEngine, job_id: str) -> list:
     job = engine.store.load(job_id)
     return load_plan_folder(Path(job.cut or job.work_folder))[1].specs
+
+
+THREE_RUNGS = DIFFUSERS_NIGHT.replace("steps = 40\n", "steps = 4\n").replace(
+    "window_start = \"{start}\"\nwindow_end = \"{end}\"\n", "rungs = [\"animatic\", \"draft\", \"final\"]\n")
+CUT_SAID = re.compile(r": cut at (?P<folder>\S+) \((?P<rungs>[^)]*)\)$")
+
+
+@pytest.mark.slow  # about 30 s (nine renders, two cuts and a delivery); .ci/run runs it after the default suite
+def test_three_rungs_climb_animatic_then_draft_then_final_with_a_cut_after_each_pass(tmp_path: Path,
+                                                                                    tiny_ltx: Path) -> None:
+    """`night.rungs = ["animatic", "draft", "final"]` with a diffusers model, one script run at once (as
+    `nightshift run` does): every shot's animatic, then a cut; every draft, then every final, the cut brought up
+    to date as each lands; the delivery. Each cut verifies when it is made and says which rung each shot is at."""
+    (tmp_path / "nightshift.toml").write_text(THREE_RUNGS.format(model=tiny_ltx))
+    (tmp_path / "inbox").mkdir()
+    shutil.copyfile(REPO / "examples" / "corpus" / "paper_boat.txt", tmp_path / "inbox" / "paper_boat.txt")
+    settings = load_settings(tmp_path / "nightshift.toml")
+    said: list[str] = []
+    cuts: list[tuple[Path, str, dict[str, int], bool]] = []
+
+    def say(line: str) -> None:
+        said.append(line)
+        if (found := CUT_SAID.search(line)) is not None:  # looked at as it is made: the next pass replaces it
+            folder = Path(found["folder"])
+            cuts.append((folder, found["rungs"], read_manifest(folder).rungs, verify_delivery(folder).ok))
+
+    engine = NightEngine(settings, respect_window=False, say=say)
+    outcome = engine.run_claim(claim(tmp_path / "inbox" / "paper_boat.txt", tmp_path / "inbox").path)
+    assert outcome.status == "delivered", (outcome.message, said[-20:])
+    renders = re.findall(r": (s\d{2}-sh\d{2}) (animatic|draft|final) rendering", "\n".join(said))
+    shots = [f"s01-sh0{i}" for i in (1, 2, 3)]
+    assert renders == [(s, rung) for rung in ("animatic", "draft", "final") for s in shots], renders
+    delivery = Path(outcome.delivery)
+    # The cut after the animatic pass, then brought up to date as each better clip lands (night.cut_every_s = 0).
+    assert [(said_rungs, rungs, ok) for _, said_rungs, rungs, ok in cuts] == [
+        ("3 animatic", {"animatic": 3}, True), ("1 draft, 2 animatic", {"draft": 1, "animatic": 2}, True),
+        ("2 draft, 1 animatic", {"draft": 2, "animatic": 1}, True), ("3 draft", {"draft": 3}, True),
+        ("1 final, 2 draft", {"final": 1, "draft": 2}, True), ("2 final, 1 draft", {"final": 2, "draft": 1}, True)], cuts
+    assert {folder for folder, *_ in cuts} == {delivery}
+    manifest = read_manifest(delivery)
+    assert manifest.rungs == {"final": 3} and verify_delivery(delivery).ok
+    assert [(c.animatic, c.backend, c.rung) for c in manifest.clips] == [(False, "diffusers:ltx", "final")] * 3
+    assert [p.name for p in delivery.parent.iterdir()] == [delivery.name]  # one folder, swapped in place each time
