@@ -2,7 +2,8 @@
 
 It reads one JSON request per line, renders the shot with a renderer it keeps across requests
 (so the pipeline is loaded once per run) and answers one JSON line. It exits when its parent
-is gone. This is the only process that imports torch and the video models.
+is gone. This is the only process of a night that loads a video model or renders (the CLI process
+imports torch too, only because `nightshift doctor` and `nightshift reproduce` live in it).
 """
 
 from __future__ import annotations
