@@ -316,6 +316,7 @@ def test_render_cli_with_diffusers_makes_4k_clips_with_audio(corpus: Path, tmp_p
     assert cut.audio_duration_s == pytest.approx(cut.duration_s, abs=0.1)
 
 
+@pytest.mark.slow  # about 14 s (a Wan shot at 4K); .ci/run runs it after the default suite (pytest -m slow FILE)
 def test_render_cli_wan_end_to_end(corpus: Path, tmp_path: Path, tiny: dict[str, Path],
                                    monkeypatch: pytest.MonkeyPatch) -> None:
     plan = _plan(corpus, tmp_path, tiny["wan"], "wan", monkeypatch)

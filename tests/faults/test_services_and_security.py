@@ -98,6 +98,7 @@ def test_defaults_stay_on_this_machine() -> None:
     assert settings.signing.tsa_url is None  # no time-stamp server is contacted unless the user sets one
 
 
+@pytest.mark.slow  # about 16 s (a whole night through serve); .ci/run runs it after the default suite
 def test_folders_follow_the_umask_and_keys_stay_private(tmp_path: Path, prefect_api: str) -> None:
     project = _project(tmp_path / "project")
     done = drive(project, prefect_api, preexec_fn=lambda: os.umask(0o027))
