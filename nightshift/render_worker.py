@@ -50,7 +50,11 @@ class RenderWorker:
                 self.kill()
                 raise ShotFailed(f"{shot_id}: the render process did not start within {START_LIMIT_S:g} s",
                                  "the machine may be overloaded; `nightshift doctor` checks the Python setup")
-            if line.strip() != READY:
+            if line and line.strip() != READY:  # something printed to the protocol's stream before main() took it
+                self.kill()
+                raise ShotFailed(f"{shot_id}: the render process printed {line.strip()[:200]!r} as it started",
+                                 "a library printed to standard output on import; `nightshift doctor` checks the setup")
+            if not line:
                 code = self.process.wait()
                 self.process = None
                 if self.stopped:
