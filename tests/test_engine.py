@@ -218,10 +218,11 @@ def test_ctrl_c_and_sigterm_stop_serve_the_same_way() -> None:
 
 
 # Ctrl-C and SIGTERM reach one handler (cli_night.stop_on_signals, checked above), so each stage is stopped by one
-# of them and the render stage, where a child process must die too, by both (SIGTERM there is marked slow, about
-# 25 s: .ci/run runs it after the default suite, to keep that within 15 minutes).
+# of them and the render stage, where a child process must die too, by both (the planning stage and SIGTERM at the
+# render stage are marked slow, about 30 s each: .ci/run runs them after the default suite, to keep that within 15
+# minutes).
 @pytest.mark.parametrize(("stage", "fault", "wait_for", "how"), [
-    ("planning", "plan-hang:1", "Flow run 'paper_boat.txt'", signal.SIGINT),
+    pytest.param("planning", "plan-hang:1", "Flow run 'paper_boat.txt'", signal.SIGINT, marks=pytest.mark.slow),
     ("rendering", "render-hang:2", "s01-sh02 rendering", signal.SIGINT),
     pytest.param("rendering", "render-hang:2", "s01-sh02 rendering", signal.SIGTERM, marks=pytest.mark.slow),
     ("waiting", None, "serving", signal.SIGTERM),

@@ -295,6 +295,7 @@ def test_killed_mid_night_resumes_without_rerendering(project: Settings, corpus:
     assert not list(project.project_dir.glob("output/**/.*partial*"))
 
 
+@pytest.mark.slow  # about 19 s; .ci/run runs it after the default suite (pytest -m slow FILE)
 def test_run_delivers_with_the_tiny_diffusers_pipeline(prefect_server: None, project: Settings, corpus: Path,
                                                        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from nightshift.flows.night import run_script

@@ -86,6 +86,7 @@ def test_the_night_renders_in_priority_order_and_a_priority_set_mid_night_counts
         set_priority(settings, "courier.fountain", 1)
 
 
+@pytest.mark.slow  # about 25 s (four scripts through serve); .ci/run runs it after the default suite
 def test_queue_command_and_the_serving_loop(tmp_path: Path, capsys: pytest.CaptureFixture[str], prefect_api: str,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     settings, ids = _queued(tmp_path)
