@@ -19,6 +19,7 @@ import datetime
 import json
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,12 +70,11 @@ def create_local_identity(folder: Path, owner: str = "Nightshift user") -> Signi
 
     if (folder / KEY_FILE).exists():
         raise SigningError(f"{folder / KEY_FILE} already exists", "remove the folder first to make a new identity")
-    # Made in a private folder beside the target and renamed into place: a crash half-way leaves
-    # no half identity behind (a stale `.signing-*` folder is simply ignored and replaced).
+    # Made in a private folder of its own beside the target (one per call: two render slots or two processes
+    # may sign their first shot at once) and renamed into place: a crash half-way leaves no half identity
+    # behind (a stale `.signing-*` folder is simply ignored).
     folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = folder.parent / f".{folder.name}-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(mode=0o700)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))  # mode 0700
     now = datetime.datetime.now(datetime.timezone.utc)
 
     def name(common: str) -> x509.Name:
@@ -110,9 +110,15 @@ def create_local_identity(folder: Path, owner: str = "Nightshift user") -> Signi
     _write_private(staging / KEY_FILE, key.private_bytes(**private))
     (staging / CA_FILE).write_bytes(ca.public_bytes(pem))
     (staging / CHAIN_FILE).write_bytes(leaf.public_bytes(pem) + ca.public_bytes(pem))
-    if folder.is_dir() and not any(folder.iterdir()):
-        folder.rmdir()
-    os.rename(staging, folder)
+    try:
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+        os.rename(staging, folder)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if (folder / CHAIN_FILE).is_file() and (folder / KEY_FILE).is_file():
+            return SigningIdentity(folder / CHAIN_FILE, folder / KEY_FILE, local_ca=True)  # made meanwhile: one
+        raise
     return SigningIdentity(folder / CHAIN_FILE, folder / KEY_FILE, local_ca=True)
 
 
@@ -130,7 +136,12 @@ def signing_identity(project_dir: Path, chain: Path | None, key: Path | None, cr
         return SigningIdentity(folder / CHAIN_FILE, folder / KEY_FILE, local_ca=True)
     if not create:
         raise SigningError(f"no signing identity in {folder}", "run `nightshift init` to create one")
-    return create_local_identity(folder)
+    try:
+        return create_local_identity(folder)
+    except SigningError:
+        if (folder / CHAIN_FILE).is_file() and (folder / KEY_FILE).is_file():  # made meanwhile by another slot
+            return SigningIdentity(folder / CHAIN_FILE, folder / KEY_FILE, local_ca=True)
+        raise
 
 
 def make_signer(identity: SigningIdentity, tsa_url: str | None = None) -> Any:

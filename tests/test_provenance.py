@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import stat
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import av
@@ -19,7 +20,8 @@ from nightshift.errors import NightshiftError
 from nightshift.inbox import claim
 from nightshift.provenance import MANIFEST_SCHEMA, Manifest, manifest_schema, provenance_digest
 from nightshift.seal import seal_delivery
-from nightshift.signing import KEY_FILE, SIGNING_DIR, SigningError, read_credentials
+from nightshift.signing import (CA_FILE, CHAIN_FILE, KEY_FILE, SIGNING_DIR, SigningError, read_credentials,
+                                signing_identity)
 from nightshift.verify import verify_delivery
 
 FAST = {"fps": 8, "width": 256, "height": 160, "output_width": 640, "output_height": 360}
@@ -239,6 +241,18 @@ def test_init_makes_a_private_signing_identity(tmp_path: Path) -> None:
     key = tmp_path / "film" / SIGNING_DIR / KEY_FILE
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert stat.S_IMODE(key.parent.stat().st_mode) == 0o700
+
+
+def test_a_studio_signing_its_first_shots_at_once_gets_one_identity(tmp_path: Path) -> None:
+    """Two render slots (or two processes) finishing the first shots of a fresh studio at the same moment both
+    ask for the signing identity: one is made, both get it, nothing half-made or left over beside it."""
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        identities = list(pool.map(lambda _: signing_identity(tmp_path, None, None), range(16)))
+    assert {(i.chain, i.key) for i in identities} == {(tmp_path / SIGNING_DIR / CHAIN_FILE,
+                                                        tmp_path / SIGNING_DIR / KEY_FILE)}
+    assert len({i.subject() for i in identities}) == 1 and (tmp_path / SIGNING_DIR / CA_FILE).is_file()
+    beside = (tmp_path / SIGNING_DIR).parent
+    assert [p.name for p in beside.iterdir()] == [SIGNING_DIR.name], list(beside.iterdir())  # no staging left
 
 
 def test_no_key_material_in_the_record(animatic_delivery: Path) -> None:
