@@ -116,10 +116,17 @@ def create_local_identity(folder: Path, owner: str = "Nightshift user") -> Signi
         os.rename(staging, folder)
     except OSError:
         shutil.rmtree(staging, ignore_errors=True)
-        if (folder / CHAIN_FILE).is_file() and (folder / KEY_FILE).is_file():
-            return SigningIdentity(folder / CHAIN_FILE, folder / KEY_FILE, local_ca=True)  # made meanwhile: one
+        if (made := _local_identity(folder)) is not None:
+            return made  # made meanwhile by another slot or process: one identity for the studio
         raise
     return SigningIdentity(folder / CHAIN_FILE, folder / KEY_FILE, local_ca=True)
+
+
+def _local_identity(folder: Path) -> SigningIdentity | None:
+    """The local identity in `folder`, when it is all there."""
+    if (folder / CHAIN_FILE).is_file() and (folder / KEY_FILE).is_file():
+        return SigningIdentity(folder / CHAIN_FILE, folder / KEY_FILE, local_ca=True)
+    return None
 
 
 def signing_identity(project_dir: Path, chain: Path | None, key: Path | None, create: bool = True) -> SigningIdentity:
@@ -132,15 +139,15 @@ def signing_identity(project_dir: Path, chain: Path | None, key: Path | None, cr
                 raise SigningError(f"{path}: no such signing file", "fix signing.cert_chain / signing.private_key")
         return SigningIdentity(chain, key, local_ca=False)
     folder = project_dir / SIGNING_DIR
-    if (folder / CHAIN_FILE).is_file() and (folder / KEY_FILE).is_file():
-        return SigningIdentity(folder / CHAIN_FILE, folder / KEY_FILE, local_ca=True)
+    if (found := _local_identity(folder)) is not None:
+        return found
     if not create:
         raise SigningError(f"no signing identity in {folder}", "run `nightshift init` to create one")
     try:
         return create_local_identity(folder)
     except SigningError:
-        if (folder / CHAIN_FILE).is_file() and (folder / KEY_FILE).is_file():  # made meanwhile by another slot
-            return SigningIdentity(folder / CHAIN_FILE, folder / KEY_FILE, local_ca=True)
+        if (made := _local_identity(folder)) is not None:  # made meanwhile by another slot or process
+            return made
         raise
 
 
